@@ -1,0 +1,68 @@
+# Piped. `make test` runs every test (it is what CI runs); `make demo` runs a
+# local node with the example echo backend.
+
+GO       ?= go
+BIN      ?= bin
+FUZZTIME ?= 30s
+# Tests that stop or block the whole broker: they run after everything else,
+# one package at a time.
+FAULTS_DIR  := test/faults
+FAULTS_TAGS := faults
+FUZZ_TARGETS := FuzzParseFrame FuzzParseInbound
+FUZZ_PKG     := ./protocol
+
+# The steps of `test` must run in order, even under make -j.
+.NOTPARALLEL:
+
+.PHONY: all build demo test lint fmt-check vet unit faults fuzz bench rabbitmq clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/piped .
+	$(GO) build -o $(BIN)/echo-backend ./examples/echo-backend
+
+demo:
+	./scripts/demo.sh
+
+# Every test: broker, lint, unit and integration tests with -race, then the
+# fault tests alone, then a bounded fuzz run of each fuzz target.
+test: rabbitmq lint unit faults fuzz
+
+rabbitmq:
+	./scripts/ensure-rabbitmq.sh
+
+lint: fmt-check vet
+
+fmt-check:
+	@files="$$(gofmt -l .)"; \
+	if [ -n "$$files" ]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$files"; exit 1; \
+	fi; \
+	echo "gofmt: ok"
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 -race ./...
+
+faults:
+	@if [ -d "$(FAULTS_DIR)" ]; then \
+		echo "$(GO) test -count=1 -p 1 -tags $(FAULTS_TAGS) ./$(FAULTS_DIR)/..."; \
+		$(GO) test -count=1 -p 1 -tags $(FAULTS_TAGS) ./$(FAULTS_DIR)/...; \
+	else \
+		echo "faults: $(FAULTS_DIR) does not exist; skipping the fault tests"; \
+	fi
+
+fuzz:
+	@set -e; for target in $(FUZZ_TARGETS); do \
+		echo "$(GO) test -run='^\$$' -fuzz='^$$target\$$' -fuzztime=$(FUZZTIME) $(FUZZ_PKG)"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $(FUZZ_PKG); \
+	done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,161 @@
+// Package config defines Piped's configuration and loads it from built-in
+// defaults, a TOML file, PIPED_* environment variables and command-line flags,
+// later sources winning.
+package config
+
+import "time"
+
+// Config is the whole configuration of one Piped node. Every field has a
+// documented default (see Defaults and piped.toml.example).
+type Config struct {
+	Node      Node      `koanf:"node"`
+	HTTP      HTTP      `koanf:"http"`
+	WS        WS        `koanf:"ws"`
+	AMQP      AMQP      `koanf:"amqp"`
+	Requests  Requests  `koanf:"requests"`
+	Shutdown  Shutdown  `koanf:"shutdown"`
+	Log       Log       `koanf:"log"`
+	Telemetry Telemetry `koanf:"telemetry"`
+}
+
+// Node identifies this node on the broker.
+type Node struct {
+	// ID names this node's exchanges and queues; [A-Za-z0-9_.-], 1–64 bytes. Required.
+	ID string `koanf:"id"`
+}
+
+// HTTP is the listening socket.
+type HTTP struct {
+	// Host is the address to listen on; empty listens on all interfaces.
+	Host string `koanf:"host"`
+	// Port is the TCP port to listen on, 1–65535.
+	Port int `koanf:"port"`
+	// ReadHeaderTimeout is the time allowed to read a request's headers.
+	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"`
+}
+
+// WS holds the WebSocket limits and timings.
+type WS struct {
+	// MaxMessageBytes is the largest message a client may send; 1024 bytes to 64 MiB.
+	MaxMessageBytes int64 `koanf:"max_message_bytes"`
+	// AllowedOrigins lists the Origin header values accepted on upgrade; "*" accepts any.
+	AllowedOrigins []string `koanf:"allowed_origins"`
+	// PingInterval is how often the node pings an idle client; must be less than PongTimeout.
+	PingInterval time.Duration `koanf:"ping_interval"`
+	// PongTimeout closes a client that sent nothing (not even a pong) for this long.
+	PongTimeout time.Duration `koanf:"pong_timeout"`
+	// WriteTimeout is the time allowed to write one message to a client.
+	WriteTimeout time.Duration `koanf:"write_timeout"`
+	// SendQueueBytes bounds the bytes queued for one client; beyond it the client is closed (4008).
+	SendQueueBytes int `koanf:"send_queue_bytes"`
+	// MaxInflight bounds the calls with an id awaiting their answer, per connection.
+	MaxInflight int `koanf:"max_inflight"`
+	// RatePerSecond and RateBurst are the per-connection call token bucket; 0 disables it.
+	RatePerSecond float64 `koanf:"rate_per_second"`
+	RateBurst     int     `koanf:"rate_burst"`
+	// MaxConnections refuses upgrades beyond this many open connections on the node; 0 = no limit.
+	MaxConnections int `koanf:"max_connections"`
+	// TokenMaxLength is the longest session token accepted in the URL path, in bytes; 1–4096.
+	TokenMaxLength int `koanf:"token_max_length"`
+}
+
+// AMQP is the broker connection and topology.
+type AMQP struct {
+	// URL is the broker, amqp:// or amqps://. It may hold a password: log
+	// Config.Redacted, never the URL itself.
+	URL string `koanf:"url"`
+	// ExchangeInPrefix, followed by the node id, names the exchange backends
+	// publish to for this node's clients.
+	ExchangeInPrefix string `koanf:"exchange_in_prefix"`
+	// ExchangeOutPrefix, followed by the node id, names the exchange the node
+	// publishes calls to.
+	ExchangeOutPrefix string `koanf:"exchange_out_prefix"`
+	// QueueInPrefix, followed by the node id, names the queue the node consumes.
+	QueueInPrefix string `koanf:"queue_in_prefix"`
+	// QueueOutPrefix, followed by the node id, names the queue backends
+	// consume the node's calls from.
+	QueueOutPrefix string `koanf:"queue_out_prefix"`
+	// MassExchange is the fanout exchange for messages to every node.
+	MassExchange string `koanf:"mass_exchange"`
+	// InQueueExpires is x-expires on the in-queue only; 0 disables it.
+	InQueueExpires time.Duration `koanf:"in_queue_expires"`
+	// Prefetch is the AMQP prefetch count of the node's consumer; 1–65535.
+	Prefetch int `koanf:"prefetch"`
+	// ConfirmTimeout is how long a publish waits for the broker's confirm.
+	ConfirmTimeout time.Duration `koanf:"confirm_timeout"`
+	// ReconnectMin and ReconnectMax bound the delay between reconnect attempts.
+	ReconnectMin time.Duration `koanf:"reconnect_min"`
+	ReconnectMax time.Duration `koanf:"reconnect_max"`
+	// Heartbeat is the AMQP heartbeat proposed to the broker, in whole seconds; 0 takes the broker's.
+	Heartbeat time.Duration `koanf:"heartbeat"`
+}
+
+// Requests governs calls.
+type Requests struct {
+	// Timeout answers a call with an id that got no result in time with error "timeout";
+	// calls are published with this AMQP expiration.
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// Shutdown governs the graceful drain on SIGTERM/SIGINT.
+type Shutdown struct {
+	// DrainTimeout bounds the graceful drain before connections are closed.
+	DrainTimeout time.Duration `koanf:"drain_timeout"`
+	// Timeout bounds the whole shutdown; it is greater than DrainTimeout.
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// Log configures the slog logger.
+type Log struct {
+	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `koanf:"format"` // auto, json, text
+}
+
+// Telemetry configures tracing; the OTEL_* environment variables win over it.
+type Telemetry struct {
+	// ServiceName is the service.name of the traces.
+	ServiceName string `koanf:"service_name"`
+	// Endpoint is the OTLP endpoint traces are exported to.
+	Endpoint string `koanf:"endpoint"`
+	Protocol string `koanf:"protocol"` // grpc or http/protobuf
+	// SampleRatio is the fraction of traces sampled, 0–1.
+	SampleRatio float64 `koanf:"sample_ratio"`
+}
+
+// Defaults returns the built-in configuration; Node.ID is empty and must be set.
+func Defaults() Config {
+	return Config{
+		HTTP: HTTP{Port: 8080, ReadHeaderTimeout: 10 * time.Second},
+		WS: WS{
+			MaxMessageBytes: 64 << 10,
+			AllowedOrigins:  []string{"*"},
+			PingInterval:    25 * time.Second,
+			PongTimeout:     60 * time.Second,
+			WriteTimeout:    10 * time.Second,
+			SendQueueBytes:  1 << 20,
+			MaxInflight:     128,
+			RatePerSecond:   200,
+			RateBurst:       400,
+			MaxConnections:  15000,
+			TokenMaxLength:  256,
+		},
+		AMQP: AMQP{
+			URL:               "amqp://guest:guest@localhost:5672/",
+			ExchangeInPrefix:  "exchange-in-",
+			ExchangeOutPrefix: "exchange-out-",
+			QueueInPrefix:     "queue-in-",
+			QueueOutPrefix:    "queue-out-",
+			MassExchange:      "exchange-mass",
+			InQueueExpires:    30 * time.Minute,
+			Prefetch:          512,
+			ConfirmTimeout:    5 * time.Second,
+			ReconnectMin:      100 * time.Millisecond,
+			ReconnectMax:      10 * time.Second,
+			Heartbeat:         10 * time.Second,
+		},
+		Requests:  Requests{Timeout: 30 * time.Second},
+		Shutdown:  Shutdown{DrainTimeout: 10 * time.Second, Timeout: 25 * time.Second},
+		Log:       Log{Level: "info", Format: "auto"},
+		Telemetry: Telemetry{ServiceName: "piped", Protocol: "grpc", SampleRatio: 1},
+	}
+}

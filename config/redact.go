@@ -1,0 +1,82 @@
+package config
+
+import (
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// redactedURL replaces a URL that cannot be redacted piecewise.
+const redactedURL = "xxxxx"
+
+// Redacted returns the configuration as it is safe to log: a map from each
+// section name to a map from key name to value, with the names of the TOML
+// file (r["amqp"].(map[string]any)["prefetch"]). Durations are strings such
+// as "30s", lists are copies, and amqp.url has its password replaced by
+// "xxxxx" (the whole URL is replaced when it does not parse).
+func (c *Config) Redacted() map[string]any {
+	if c == nil {
+		return nil
+	}
+	out := map[string]any{}
+	for _, f := range fields() {
+		sec, ok := out[f.section].(map[string]any)
+		if !ok {
+			sec = map[string]any{}
+			out[f.section] = sec
+		}
+		sec[f.name] = loggable(f, c)
+	}
+	return out
+}
+
+// LogValue makes a Config log, through log/slog, as Redacted: one group per
+// section, in declaration order, and never the AMQP password. It has a value
+// receiver so that both Config and *Config values log safely.
+func (c Config) LogValue() slog.Value {
+	all := fields()
+	var groups []slog.Attr
+	for _, sec := range sections(all) {
+		var attrs []slog.Attr
+		for _, f := range all {
+			if f.section == sec {
+				attrs = append(attrs, slog.Any(f.name, loggable(f, &c)))
+			}
+		}
+		groups = append(groups, slog.Attr{Key: sec, Value: slog.GroupValue(attrs...)})
+	}
+	return slog.GroupValue(groups...)
+}
+
+// loggable returns the value of f in c as it is safe and readable to log.
+func loggable(f field, c *Config) any {
+	v := f.value(c)
+	switch x := v.(type) {
+	case time.Duration:
+		return x.String()
+	case string:
+		if isSecret(f.key) {
+			return redactURL(x)
+		}
+	}
+	return v
+}
+
+// redactURL returns raw with the password replaced by "xxxxx" (url.URL's
+// Redacted), or "xxxxx" when raw does not parse as a URL whose user info is
+// where it belongs: in "user:pass@host" the password would pass as opaque
+// data, and in "amqp://user:12/pass@host" (an unescaped "/") as the path.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" || strayAt(u) {
+		return redactedURL
+	}
+	return u.Redacted()
+}
+
+// strayAt reports whether an "@" appears after the authority of u, the sign
+// of user info with an unescaped "/", "?" or "#" that url.Parse split.
+func strayAt(u *url.URL) bool {
+	return strings.Contains(u.Path, "@") || strings.Contains(u.RawQuery, "@") || strings.Contains(u.Fragment, "@")
+}

@@ -1,0 +1,233 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Limits enforced by Validate.
+const (
+	maxNodeIDLen       = 64
+	minMessageBytes    = 1024
+	maxMessageBytes    = 64 << 20
+	minSendQueueBytes  = 4096
+	maxTokenLength     = 4096
+	maxAMQPNameLen     = 255 // AMQP short string: exchange and queue names
+	maxPrefetch        = 65535
+	maxHeartbeat       = 65535 * time.Second // AMQP carries it as a short, in seconds
+	reservedNamePrefix = "amq."              // RabbitMQ refuses to declare such names
+)
+
+// Validate checks every value and returns an error naming each key that is
+// wrong, one per line, such as
+//
+//	config: ws.max_message_bytes: must be at least 1024, got 12
+//
+// or nil. The AMQP URL is never part of the message, since it may hold a
+// password.
+func (c *Config) Validate() error {
+	var v validator
+
+	// node
+	switch id := c.Node.ID; {
+	case id == "":
+		v.add("node.id", "required; set it with --nodeId (or --node-id), PIPED_NODE_ID or node.id in the config file")
+	case !validNodeID(id):
+		v.add("node.id", "must be 1 to %d characters from A-Z a-z 0-9 _ . -, got %s", maxNodeIDLen, quote(id, false))
+	}
+
+	// http
+	between(&v, "http.port", c.HTTP.Port, 1, 65535)
+	v.positive("http.read_header_timeout", c.HTTP.ReadHeaderTimeout)
+
+	// ws
+	w := c.WS
+	between(&v, "ws.max_message_bytes", w.MaxMessageBytes, minMessageBytes, maxMessageBytes)
+	for i, o := range w.AllowedOrigins {
+		if strings.TrimSpace(o) == "" {
+			v.add("ws.allowed_origins", "element %d is empty; list origins such as \"https://example.com\", or \"*\" for any", i)
+		}
+	}
+	v.positive("ws.pong_timeout", w.PongTimeout)
+	if w.PingInterval <= 0 {
+		v.add("ws.ping_interval", "must be greater than 0, got %v", w.PingInterval)
+	} else if w.PongTimeout > 0 && w.PingInterval >= w.PongTimeout {
+		v.add("ws.ping_interval", "must be less than ws.pong_timeout (%v), got %v", w.PongTimeout, w.PingInterval)
+	}
+	v.positive("ws.write_timeout", w.WriteTimeout)
+	v.atLeast("ws.send_queue_bytes", w.SendQueueBytes, minSendQueueBytes)
+	v.atLeast("ws.max_inflight", w.MaxInflight, 1)
+	switch r := w.RatePerSecond; {
+	case math.IsNaN(r) || r < 0:
+		v.add("ws.rate_per_second", "must be at least 0 (0 disables the limit), got %v", r)
+	case math.IsInf(r, 0):
+		v.add("ws.rate_per_second", "must be finite (0 disables the limit), got %v", r)
+	}
+	if w.RatePerSecond > 0 && w.RateBurst < 1 {
+		v.add("ws.rate_burst", "must be at least 1 when ws.rate_per_second is above 0, got %d", w.RateBurst)
+	} else if w.RateBurst < 0 {
+		v.add("ws.rate_burst", "must be at least 0, got %d", w.RateBurst)
+	}
+	v.atLeast("ws.max_connections", w.MaxConnections, 0)
+	between(&v, "ws.token_max_length", w.TokenMaxLength, 1, maxTokenLength)
+
+	// amqp
+	a := c.AMQP
+	if problem := checkAMQPURL(a.URL); problem != "" {
+		v.add("amqp.url", "%s", problem)
+	}
+	for _, p := range []struct{ key, value string }{
+		{"amqp.exchange_in_prefix", a.ExchangeInPrefix},
+		{"amqp.exchange_out_prefix", a.ExchangeOutPrefix},
+		{"amqp.queue_in_prefix", a.QueueInPrefix},
+		{"amqp.queue_out_prefix", a.QueueOutPrefix},
+	} {
+		switch n := len(p.value) + len(c.Node.ID); {
+		case p.value == "":
+			v.add(p.key, "must not be empty")
+		case strings.HasPrefix(p.value, reservedNamePrefix):
+			v.add(p.key, "must not start with %q, which the broker reserves, got %s", reservedNamePrefix, quote(p.value, false))
+		case n > maxAMQPNameLen:
+			v.add(p.key, "with node.id, names are %d bytes long; AMQP allows at most %d", n, maxAMQPNameLen)
+		}
+	}
+	if a.ExchangeInPrefix != "" && a.ExchangeInPrefix == a.ExchangeOutPrefix {
+		v.add("amqp.exchange_out_prefix", "must differ from amqp.exchange_in_prefix, both are %s", quote(a.ExchangeInPrefix, false))
+	}
+	if a.QueueInPrefix != "" && a.QueueInPrefix == a.QueueOutPrefix {
+		v.add("amqp.queue_out_prefix", "must differ from amqp.queue_in_prefix, both are %s", quote(a.QueueInPrefix, false))
+	}
+	switch m := a.MassExchange; {
+	case m == "":
+		v.add("amqp.mass_exchange", "must not be empty")
+	case strings.HasPrefix(m, reservedNamePrefix):
+		v.add("amqp.mass_exchange", "must not start with %q, which the broker reserves, got %s", reservedNamePrefix, quote(m, false))
+	case len(m) > maxAMQPNameLen:
+		v.add("amqp.mass_exchange", "is %d bytes long; AMQP allows at most %d", len(m), maxAMQPNameLen)
+	}
+	if e := a.InQueueExpires; e < 0 || e > 0 && e < time.Second {
+		v.add("amqp.in_queue_expires", "must be 0 (never expire) or at least 1s, got %v", e)
+	}
+	between(&v, "amqp.prefetch", a.Prefetch, 1, maxPrefetch)
+	v.positive("amqp.confirm_timeout", a.ConfirmTimeout)
+	if a.ReconnectMin <= 0 {
+		v.add("amqp.reconnect_min", "must be greater than 0, got %v", a.ReconnectMin)
+	} else if a.ReconnectMax < a.ReconnectMin {
+		v.add("amqp.reconnect_max", "must be at least amqp.reconnect_min (%v), got %v", a.ReconnectMin, a.ReconnectMax)
+	}
+	if h := a.Heartbeat; h < 0 || h > 0 && h < time.Second || h > maxHeartbeat {
+		v.add("amqp.heartbeat", "must be 0 or between 1s and %v (AMQP counts whole seconds), got %v", maxHeartbeat, h)
+	}
+
+	// requests
+	if c.Requests.Timeout < time.Millisecond {
+		v.add("requests.timeout", "must be at least 1ms, got %v", c.Requests.Timeout)
+	}
+
+	// shutdown
+	if c.Shutdown.DrainTimeout < 0 {
+		v.add("shutdown.drain_timeout", "must be at least 0, got %v", c.Shutdown.DrainTimeout)
+	}
+	if c.Shutdown.Timeout <= 0 {
+		v.add("shutdown.timeout", "must be greater than 0, got %v", c.Shutdown.Timeout)
+	} else if c.Shutdown.Timeout <= c.Shutdown.DrainTimeout {
+		v.add("shutdown.timeout", "must be greater than shutdown.drain_timeout (%v), got %v", c.Shutdown.DrainTimeout, c.Shutdown.Timeout)
+	}
+
+	// log
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "auto", "json", "text")
+
+	// telemetry
+	v.oneOf("telemetry.protocol", c.Telemetry.Protocol, "grpc", "http/protobuf")
+	if r := c.Telemetry.SampleRatio; !(r >= 0 && r <= 1) {
+		v.add("telemetry.sample_ratio", "must be between 0 and 1, got %v", r)
+	}
+
+	return v.err()
+}
+
+// validNodeID reports whether id is 1 to 64 bytes of [A-Za-z0-9_.-].
+func validNodeID(id string) bool {
+	if len(id) < 1 || len(id) > maxNodeIDLen {
+		return false
+	}
+	for i := range len(id) {
+		switch b := id[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '_', b == '.', b == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// checkAMQPURL returns what is wrong with an AMQP URL, or "". The message
+// never contains the URL or a part of it that could be the password.
+func checkAMQPURL(raw string) string {
+	const form = "amqp://user:password@host:5672/vhost"
+	if strings.IndexFunc(raw, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return "must not contain spaces or control characters (value not shown: it may hold a password)"
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse's error quotes the whole URL: do not use it.
+		return "is not a valid URL of the form " + form + "; percent-encode special characters in the user name and password (value not shown: it may hold a password)"
+	}
+	if u.Scheme != "amqp" && u.Scheme != "amqps" {
+		if u.Scheme == "" || u.Opaque != "" {
+			// Without "//", what looks like a scheme may be a user name.
+			return "must start with amqp:// or amqps://, as in " + form + " (value not shown: it may hold a password)"
+		}
+		return fmt.Sprintf("scheme must be amqp or amqps, got %q", u.Scheme)
+	}
+	if u.Opaque != "" {
+		return "must be of the form " + form + " (value not shown: it may hold a password)"
+	}
+	if strayAt(u) {
+		return `has an "@" after the host; percent-encode "/", "?", "#" and "@" in the user name and password (value not shown: it may hold a password)`
+	}
+	return ""
+}
+
+// validator collects the problems Validate finds.
+type validator struct{ errs []error }
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) err() error { return errors.Join(v.errs...) }
+
+// between checks lo ≤ n ≤ hi.
+func between[T int | int64](v *validator, key string, n, lo, hi T) {
+	if n < lo {
+		v.add(key, "must be at least %d, got %d", lo, n)
+	} else if n > hi {
+		v.add(key, "must be at most %d, got %d", hi, n)
+	}
+}
+
+func (v *validator) atLeast(key string, n, lo int) {
+	if n < lo {
+		v.add(key, "must be at least %d, got %d", lo, n)
+	}
+}
+
+func (v *validator) positive(key string, d time.Duration) {
+	if d <= 0 {
+		v.add(key, "must be greater than 0, got %v", d)
+	}
+}
+
+func (v *validator) oneOf(key, value string, allowed ...string) {
+	if !slices.Contains(allowed, value) {
+		v.add(key, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(value, false))
+	}
+}

@@ -1,0 +1,417 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/telemetry"
+)
+
+// closeGrace is how long a connection waits for the client's close frame
+// after sending its own, before the socket is cut.
+const closeGrace = 2 * time.Second
+
+// maxPooledReadBuffer caps the read buffers kept for reuse; larger frames get
+// a buffer of their own that the GC takes back.
+const maxPooledReadBuffer = 64 << 10
+
+// Conn is one client WebSocket. Exactly two goroutines touch the socket: the
+// read loop (the upgrading handler's goroutine, in serve) and the writer,
+// which runs only while something is queued and exits when the queue is
+// empty, so an idle connection parks a single goroutine. Send and Answer
+// never block: they queue, bounded by ws.send_queue_bytes.
+type Conn struct {
+	// Set at construction.
+	ws     *websocket.Conn
+	token  string
+	hub    *Hub
+	router Router
+	cfg    *connConfig
+	ping   *time.Timer
+
+	// Owned by the read loop.
+	bucket tokenBucket
+
+	mu sync.Mutex
+	// Guarded by mu.
+	queue      [][]byte
+	queued     int         // bytes in queue
+	writing    bool        // a writer goroutine runs
+	pingDue    bool        // the writer sends a ping next
+	closing    *Disconnect // set once: no more sends; the writer closes after flushing (or at once)
+	flushFirst bool        // closing waits for the queue to be written
+	inflight   int         // calls with an id awaiting their answer
+	draining   bool        // close with 1012 once inflight reaches zero
+}
+
+// connConfig is shared by every connection of a server.
+type connConfig struct {
+	maxMessage     int64
+	pingInterval   time.Duration
+	pongTimeout    time.Duration
+	writeTimeout   time.Duration
+	sendQueueBytes int
+	maxInflight    int
+	rate           float64
+	burst          int
+	log            *slog.Logger
+	metrics        *telemetry.Metrics
+	readBufs       sync.Pool // *[]byte
+}
+
+func newConn(ws *websocket.Conn, token string, hub *Hub, router Router, cfg *connConfig) *Conn {
+	c := &Conn{ws: ws, token: token, hub: hub, router: router, cfg: cfg,
+		bucket: newTokenBucket(cfg.rate, cfg.burst)}
+	return c
+}
+
+// Send queues msg for the client and reports whether it was accepted. It
+// never blocks. When the queue would exceed ws.send_queue_bytes the client is
+// closed with 4008 (slow_client): it cannot keep up, and holding more for it
+// would let one client grow the node's memory without bound.
+func (c *Conn) Send(msg []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sendLocked(msg)
+}
+
+func (c *Conn) sendLocked(msg []byte) bool {
+	if c.closing != nil {
+		return false
+	}
+	if c.queued+len(msg) > c.cfg.sendQueueBytes && c.queued > 0 {
+		c.closeLocked(DisconnectSlow, false)
+		return false
+	}
+	c.queue = append(c.queue, msg)
+	c.queued += len(msg)
+	c.startWriterLocked()
+	return true
+}
+
+// Answer delivers the answer to one of this connection's calls (see
+// protocol.Answerer). It never blocks.
+func (c *Conn) Answer(id, msg []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sendLocked(msg)
+	if id != nil {
+		c.inflight--
+		if c.draining && c.inflight == 0 {
+			c.closeLocked(DisconnectShutdown, true)
+		}
+	}
+}
+
+// Close closes the connection with d after writing what is already queued.
+func (c *Conn) Close(d Disconnect) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(d, true)
+}
+
+// drain closes the connection with 1012 once it has no call in flight.
+func (c *Conn) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.draining = true
+	if c.inflight == 0 {
+		c.closeLocked(DisconnectShutdown, true)
+	}
+}
+
+// cut closes the socket at once, without a close frame.
+func (c *Conn) cut() { _ = c.ws.NetConn().Close() }
+
+// closeLocked records the first close reason and lets the writer send the
+// close frame: after the queue when flush, else at once (the queue is dropped).
+func (c *Conn) closeLocked(d Disconnect, flush bool) {
+	if c.closing != nil {
+		return
+	}
+	c.closing = &d
+	c.flushFirst = flush
+	if !flush {
+		c.queue, c.queued = nil, 0
+	}
+	c.startWriterLocked()
+}
+
+func (c *Conn) startWriterLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// pingNow is the ping timer's function: the writer sends the ping.
+func (c *Conn) pingNow() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing != nil {
+		return
+	}
+	c.pingDue = true
+	c.startWriterLocked()
+}
+
+// writeLoop writes everything queued, in order, then exits; when the
+// connection is closing it sends the close frame last. It is the only writer
+// of data frames, pings and close frames.
+func (c *Conn) writeLoop() {
+	var batch [][]byte
+	for {
+		c.mu.Lock()
+		closing := c.closing
+		if closing != nil && !c.flushFirst {
+			c.queue, c.queued = nil, 0
+		}
+		ping := c.pingDue
+		c.pingDue = false
+		batch, c.queue = c.queue, batch[:0]
+		c.queued = 0
+		if len(batch) == 0 && !ping && closing == nil {
+			c.writing = false
+			if cap(c.queue) > 64 {
+				c.queue = nil // let a burst's backing array go
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+
+		if err := c.writeBatch(batch, ping); err != nil {
+			c.writeFailed()
+			return
+		}
+		clear(batch)
+		if closing != nil {
+			// Nothing is queued after closing is set, so all is written.
+			c.writeClose(*closing)
+			return // c.writing stays true: nothing is written after a close
+		}
+	}
+}
+
+func (c *Conn) writeBatch(batch [][]byte, ping bool) error {
+	deadline := time.Now().Add(c.cfg.writeTimeout)
+	if err := c.ws.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	if ping {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
+			return err
+		}
+	}
+	for _, m := range batch {
+		if err := c.ws.WriteMessage(websocket.TextMessage, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFailed gives up on a client whose socket does not take writes.
+func (c *Conn) writeFailed() {
+	c.mu.Lock()
+	if c.closing == nil {
+		d := DisconnectWriteFailed
+		c.closing = &d
+	}
+	c.queue, c.queued = nil, 0
+	c.mu.Unlock()
+	c.cut()
+}
+
+// writeClose sends the close frame and gives the client closeGrace to answer
+// before the socket is cut; the read loop ends when either happens.
+func (c *Conn) writeClose(d Disconnect) {
+	deadline := time.Now().Add(c.cfg.writeTimeout)
+	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(d.Code, d.Reason), deadline); err != nil {
+		c.cut()
+		return
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// serve runs the read loop until the connection ends; it owns the
+// connection's registration in the hub and the socket's final close.
+func (c *Conn) serve(ctx context.Context) {
+	m := c.cfg.metrics
+	m.Connections.Inc()
+	m.ConnectionsTotal.Inc()
+	c.ws.SetReadLimit(c.cfg.maxMessage)
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.pongTimeout))
+	c.ws.SetPongHandler(func(string) error { return c.extendReadDeadline() })
+	c.ping = time.AfterFunc(c.cfg.pingInterval, c.onPingTimer)
+
+	d := c.readLoop(ctx)
+
+	c.ping.Stop()
+	c.mu.Lock()
+	if c.closing != nil {
+		d = *c.closing // the reason we closed for wins over how the socket ended
+	} else {
+		c.closing = &d
+	}
+	c.queue, c.queued = nil, 0
+	c.mu.Unlock()
+	c.cut()
+	c.hub.Remove(c)
+	m.Connections.Dec()
+	m.Disconnects.WithLabelValues(d.Reason).Inc()
+	if d != DisconnectNormal && d != DisconnectShutdown && d != DisconnectGone {
+		c.cfg.log.Info("connection closed", "reason", d.Reason, "code", d.Code, "token_hash", telemetry.TokenHash(c.token))
+	}
+}
+
+func (c *Conn) onPingTimer() {
+	c.pingNow()
+	c.mu.Lock()
+	closing := c.closing != nil
+	c.mu.Unlock()
+	if !closing {
+		c.ping.Reset(c.cfg.pingInterval)
+	}
+}
+
+func (c *Conn) extendReadDeadline() error {
+	c.mu.Lock()
+	closing := c.closing != nil
+	c.mu.Unlock()
+	if closing {
+		return nil // keep the close grace deadline
+	}
+	return c.ws.SetReadDeadline(time.Now().Add(c.cfg.pongTimeout))
+}
+
+// readLoop reads frames until the connection ends and says why it ended.
+func (c *Conn) readLoop(ctx context.Context) Disconnect {
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			return disconnectFor(err)
+		}
+		if err := c.extendReadDeadline(); err != nil {
+			return DisconnectGone
+		}
+		bp := c.readBuffer()
+		buf, err := readAll((*bp)[:0], r)
+		if err != nil {
+			c.putReadBuffer(bp, buf)
+			return disconnectFor(err)
+		}
+		if mt == websocket.TextMessage {
+			c.handleFrame(ctx, buf)
+		} else {
+			c.reject(nil, protocol.CodeBadRequest, "binary frames are not supported; send JSON text frames")
+		}
+		c.putReadBuffer(bp, buf)
+	}
+}
+
+func (c *Conn) readBuffer() *[]byte {
+	if bp, ok := c.cfg.readBufs.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, 1024)
+	return &b
+}
+
+func (c *Conn) putReadBuffer(bp *[]byte, buf []byte) {
+	if cap(buf) <= maxPooledReadBuffer {
+		*bp = buf[:0]
+		c.cfg.readBufs.Put(bp)
+	}
+}
+
+// readAll appends r to buf; the read limit is enforced by the websocket reader.
+func readAll(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// handleFrame validates one text frame and hands it to the router, or
+// answers it locally (ping, errors). buf is reused after it returns.
+func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
+	f, err := protocol.ParseFrame(buf)
+	if err != nil {
+		var fe *protocol.FrameError
+		if errors.As(err, &fe) {
+			c.reject(fe.ID, protocol.CodeBadRequest, fe.Reason)
+		} else {
+			c.reject(nil, protocol.CodeBadRequest, err.Error())
+		}
+		return
+	}
+	if f.Method == "ping" {
+		c.Send(protocol.AppendPong(nil, f.ID))
+		return
+	}
+	if !c.bucket.allow(time.Now()) {
+		c.reject(f.ID, protocol.CodeTooManyRequests, "call rate limit exceeded (ws.rate_per_second)")
+		return
+	}
+	c.mu.Lock()
+	switch {
+	case c.closing != nil:
+		c.mu.Unlock()
+		return
+	case c.draining:
+		c.mu.Unlock()
+		c.reject(f.ID, protocol.CodeShuttingDown, "the node is shutting down; reconnect and call again")
+		return
+	case f.ID != nil && c.inflight >= c.cfg.maxInflight:
+		c.mu.Unlock()
+		c.reject(f.ID, protocol.CodeTooManyRequests, "too many calls in flight on this connection (ws.max_inflight)")
+		return
+	}
+	if f.ID != nil {
+		c.inflight++
+	}
+	c.mu.Unlock()
+	c.router.Call(ctx, c.token, &f, c)
+}
+
+// reject answers a frame with an error without involving the broker.
+func (c *Conn) reject(id []byte, code, message string) {
+	c.cfg.metrics.CallErrors.WithLabelValues(code).Inc()
+	c.Send(protocol.AppendError(nil, id, code, message))
+}
+
+// disconnectFor maps a read error to the reason the connection ended.
+func disconnectFor(err error) Disconnect {
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		return DisconnectNormal
+	case errors.Is(err, websocket.ErrReadLimit):
+		return DisconnectTooBig
+	case errors.As(err, &ne) && ne.Timeout():
+		return DisconnectTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return DisconnectGone
+	default:
+		return DisconnectProtocol
+	}
+}

@@ -1,0 +1,44 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/gorilla/websocket"
+)
+
+// Disconnect is why a connection closed: the WebSocket close code sent to the
+// client, and a reason that is both the close frame's text and the label of
+// piped_disconnects_total. The set is fixed (see docs/protocol.md).
+type Disconnect struct {
+	Code   int
+	Reason string
+}
+
+func (d Disconnect) Error() string {
+	return "gateway: disconnect " + strconv.Itoa(d.Code) + " " + d.Reason
+}
+
+// The reasons a connection closes.
+var (
+	// DisconnectNormal: the client closed the connection.
+	DisconnectNormal = Disconnect{websocket.CloseNormalClosure, "client_closed"}
+	// DisconnectGone: the connection broke without a close frame (network error, EOF).
+	DisconnectGone = Disconnect{websocket.CloseAbnormalClosure, "connection_lost"}
+	// DisconnectTimeout: nothing arrived, not even a pong, within ws.pong_timeout.
+	DisconnectTimeout = Disconnect{websocket.CloseGoingAway, "pong_timeout"}
+	// DisconnectTooBig: a frame exceeded ws.max_message_bytes.
+	DisconnectTooBig = Disconnect{websocket.CloseMessageTooBig, "message_too_big"}
+	// DisconnectProtocol: the client broke the WebSocket protocol.
+	DisconnectProtocol = Disconnect{websocket.CloseProtocolError, "protocol_error"}
+	// DisconnectWriteFailed: writing to the client failed or timed out (ws.write_timeout).
+	DisconnectWriteFailed = Disconnect{websocket.CloseAbnormalClosure, "write_failed"}
+	// DisconnectSlow: the client did not read fast enough and its send queue
+	// (ws.send_queue_bytes) overflowed.
+	DisconnectSlow = Disconnect{4008, "slow_client"}
+	// DisconnectShutdown: the node is shutting down; reconnect (to another node).
+	DisconnectShutdown = Disconnect{websocket.CloseServiceRestart, "shutdown"}
+)
+
+// ErrDraining is returned by Hub.Add once the node drains.
+var ErrDraining = errors.New("gateway: node is draining")

@@ -1,0 +1,147 @@
+package gateway
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+)
+
+// hubShards spreads tokens over this many locks, so deliveries to different
+// tokens do not serialise behind one lock.
+const hubShards = 64
+
+// Hub is the registry of this node's connections by token. Broadcast never
+// blocks on a connection. The zero value is not usable; use NewHub.
+type Hub struct {
+	// Set at construction.
+	seed   maphash.Seed
+	shards [hubShards]hubShard
+
+	count    atomic.Int64
+	draining atomic.Bool
+	live     sync.WaitGroup // one per registered connection, done when its read loop ends
+}
+
+type hubShard struct {
+	mu    sync.RWMutex
+	conns map[string][]*Conn // guarded by mu
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub {
+	h := &Hub{seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].conns = make(map[string][]*Conn)
+	}
+	return h
+}
+
+func (h *Hub) shard(token string) *hubShard {
+	return &h.shards[maphash.String(h.seed, token)%hubShards]
+}
+
+// Add registers c; it fails with ErrDraining once Drain was called.
+func (h *Hub) Add(c *Conn) error {
+	s := h.shard(c.token)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h.draining.Load() {
+		return ErrDraining
+	}
+	s.conns[c.token] = append(s.conns[c.token], c)
+	h.count.Add(1)
+	h.live.Add(1)
+	return nil
+}
+
+// Remove unregisters c; it must have been added.
+func (h *Hub) Remove(c *Conn) {
+	s := h.shard(c.token)
+	s.mu.Lock()
+	list := s.conns[c.token]
+	for i, o := range list {
+		if o == c {
+			list[i] = list[len(list)-1]
+			list[len(list)-1] = nil
+			list = list[:len(list)-1]
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(s.conns, c.token)
+	} else {
+		s.conns[c.token] = list
+	}
+	s.mu.Unlock()
+	h.count.Add(-1)
+	h.live.Done()
+}
+
+// Len returns the number of registered connections.
+func (h *Hub) Len() int { return int(h.count.Load()) }
+
+// Broadcast queues msg on every connection of token and returns how many
+// accepted it. It never blocks; msg must not be modified afterwards.
+func (h *Hub) Broadcast(token string, msg []byte) int {
+	s := h.shard(token)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, c := range s.conns[token] {
+		if c.Send(msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// each calls f for every connection, outside the shard locks.
+func (h *Hub) each(f func(*Conn)) {
+	var list []*Conn
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for _, cs := range s.conns {
+			list = append(list, cs...)
+		}
+		s.mu.RUnlock()
+	}
+	for _, c := range list {
+		f(c)
+	}
+}
+
+// Drain refuses new connections from now on and asks every connection to
+// close with 1012 as soon as it has no call in flight (at once for idle ones).
+func (h *Hub) Drain() {
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		h.draining.Store(true)
+		s.mu.Unlock()
+	}
+	h.each((*Conn).drain)
+}
+
+// Draining reports whether Drain was called.
+func (h *Hub) Draining() bool { return h.draining.Load() }
+
+// Close closes every connection with 1012 after what is queued for it is
+// written, and waits until their read loops have ended or ctx is done; then
+// it cuts the remaining ones. http.Server.Shutdown neither closes nor waits
+// for hijacked connections, so this is how WebSockets end.
+func (h *Hub) Close(ctx context.Context) error {
+	h.Drain()
+	h.each(func(c *Conn) { c.Close(DisconnectShutdown) })
+	done := make(chan struct{})
+	go func() { h.live.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		h.each((*Conn).cut)
+		<-done
+		return ctx.Err()
+	}
+}

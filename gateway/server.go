@@ -1,0 +1,201 @@
+// Package gateway is the edge of a node: the echo app with the WebSocket
+// endpoint /api/:token, the health and metrics endpoints, every client
+// connection and their registry. It knows nothing about AMQP: calls go to a
+// Router, which main wires to the routing package.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/labstack/echo/v4"
+
+	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/telemetry"
+)
+
+// Router takes calls to the backend. Call must not block for the broker's
+// answer and arranges for exactly one answer to reach from (for calls with
+// an id); f's bytes are not retained after it returns.
+type Router interface {
+	Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer)
+}
+
+// Readiness says whether the node can take calls: nil, or the reason not.
+type Readiness interface {
+	Ready() error
+}
+
+// Options are the server's dependencies.
+type Options struct {
+	WS        config.WS
+	Router    Router
+	Readiness Readiness
+	Hub       *Hub
+	Logger    *slog.Logger
+	Metrics   *telemetry.Metrics
+}
+
+// Server is the HTTP side of a node.
+type Server struct {
+	// Set at construction.
+	echo     *echo.Echo
+	hub      *Hub
+	ready    Readiness
+	upgrader websocket.Upgrader
+	cfg      *connConfig
+	ws       config.WS
+	router   Router
+	log      *slog.Logger
+	metrics  *telemetry.Metrics
+	baseCtx  context.Context
+}
+
+// New builds the server and its routes: GET /api/:token (WebSocket),
+// /healthz, /readyz and /metrics.
+func New(o Options) *Server {
+	s := &Server{
+		hub:     o.Hub,
+		ready:   o.Readiness,
+		ws:      o.WS,
+		router:  o.Router,
+		log:     o.Logger,
+		metrics: o.Metrics,
+		baseCtx: context.Background(),
+		cfg: &connConfig{
+			maxMessage:     o.WS.MaxMessageBytes,
+			pingInterval:   o.WS.PingInterval,
+			pongTimeout:    o.WS.PongTimeout,
+			writeTimeout:   o.WS.WriteTimeout,
+			sendQueueBytes: o.WS.SendQueueBytes,
+			maxInflight:    o.WS.MaxInflight,
+			rate:           o.WS.RatePerSecond,
+			burst:          o.WS.RateBurst,
+			log:            o.Logger,
+			metrics:        o.Metrics,
+		},
+	}
+	s.upgrader = websocket.Upgrader{
+		// A small read buffer of its own (the server's 4 KiB one is let go),
+		// and write buffers borrowed from a pool only while writing: an idle
+		// connection holds neither.
+		ReadBufferSize:  1024,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     s.checkOrigin,
+		Error:           s.upgradeError,
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.GET("/api/:token", echo.WrapHandler(http.HandlerFunc(s.ServeWS)))
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(o.Metrics.Handler()))
+	s.echo = e
+	return s
+}
+
+// Handler returns the HTTP handler of all routes.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || slices.Contains(s.ws.AllowedOrigins, "*") {
+		return true
+	}
+	for _, o := range s.ws.AllowedOrigins {
+		if strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	s.metrics.UpgradesRefused.WithLabelValues("origin").Inc()
+	return false
+}
+
+func (s *Server) upgradeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	writeJSONError(w, status, reason.Error())
+}
+
+func writeJSONError(w http.ResponseWriter, status int, reason string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Sec-Websocket-Version", "13")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": reason})
+}
+
+// validToken reports why token is unacceptable, or "" when it is fine.
+// Tokens are session ids: 1..ws.token_max_length bytes of
+// A-Z a-z 0-9 and - . _ ~ + = :
+func validToken(token string, maxLen int) string {
+	if token == "" {
+		return "token is empty"
+	}
+	if len(token) > maxLen {
+		return "token is too long"
+	}
+	for i := 0; i < len(token); i++ {
+		ch := token[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9':
+		case strings.IndexByte("-._~+=:", ch) >= 0:
+		default:
+			return "token has characters other than A-Z a-z 0-9 - . _ ~ + = :"
+		}
+	}
+	return ""
+}
+
+// ServeWS upgrades GET /api/{token} to a WebSocket and serves it until it
+// closes; it is an http.Handler so it can be tested on its own.
+func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
+	token := strings.TrimPrefix(r.URL.Path, "/api/")
+	if why := validToken(token, s.ws.TokenMaxLength); why != "" {
+		s.metrics.UpgradesRefused.WithLabelValues("bad_token").Inc()
+		writeJSONError(w, http.StatusBadRequest, why)
+		return
+	}
+	if s.hub.Draining() {
+		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "node is shutting down")
+		return
+	}
+	if s.ws.MaxConnections > 0 && s.hub.Len() >= s.ws.MaxConnections {
+		s.metrics.UpgradesRefused.WithLabelValues("max_connections").Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "node is at ws.max_connections")
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered the request
+	}
+	c := newConn(ws, token, s.hub, s.router, s.cfg)
+	if err := s.hub.Add(c); err != nil {
+		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(DisconnectShutdown.Code, DisconnectShutdown.Reason), time.Now().Add(s.ws.WriteTimeout))
+		_ = ws.Close()
+		return
+	}
+	c.serve(s.baseCtx)
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.hub.Draining() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "draining: the node is shutting down"})
+	}
+	if err := s.ready.Ready(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,23 @@
+package protocol
+
+// Error codes sent to clients in the "code" member of error frames.
+const (
+	// CodeBadRequest means the client frame was malformed or failed validation.
+	CodeBadRequest = "bad_request"
+	// CodeUnavailable means the broker or the backend is currently unavailable.
+	CodeUnavailable = "unavailable"
+	// CodeUnroutable means the broker could not route the call to any backend.
+	CodeUnroutable = "unroutable"
+	// CodeTimeout means no answer arrived before the call's deadline.
+	CodeTimeout = "timeout"
+	// CodeTooManyRequests means the client exceeded its call rate or in-flight limit.
+	CodeTooManyRequests = "too_many_requests"
+	// CodeShuttingDown means the gateway is draining and accepts no new calls.
+	CodeShuttingDown = "shutting_down"
+	// CodeInternal means an unexpected failure inside the gateway.
+	CodeInternal = "internal"
+)
+
+// MaxMethodLength is the longest method name accepted (bytes, after
+// unescaping).
+const MaxMethodLength = 255

@@ -1,0 +1,19 @@
+package routing
+
+import "errors"
+
+var (
+	// ErrTopologyConflict means a queue or exchange exists on the broker with
+	// other arguments than this node declares (406 PRECONDITION_FAILED). It is
+	// fatal before the node was ever ready: retrying cannot fix it.
+	ErrTopologyConflict = errors.New("routing: topology conflicts with what exists on the broker")
+	// ErrInQueueInUse means another consumer holds this node's in-queue
+	// exclusively: two nodes run with the same node id.
+	ErrInQueueInUse = errors.New("routing: in-queue is consumed by another node (node ids must be unique)")
+	// ErrNotConnected is the readiness reason before the first connection and between reconnects.
+	ErrNotConnected = errors.New("routing: not connected to the broker")
+	// ErrBlocked is the readiness reason while the broker blocks publishing (memory or disk alarm).
+	ErrBlocked = errors.New("routing: broker blocks publishing (resource alarm)")
+	// ErrStopped is the readiness reason once the router was stopped.
+	ErrStopped = errors.New("routing: stopped")
+)

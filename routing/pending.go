@@ -1,0 +1,191 @@
+package routing
+
+import (
+	"hash/maphash"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/piped-dev/piped/protocol"
+)
+
+// pendingShards spreads pending calls over this many locks. A call lives in
+// the shard of its token, and its correlation id encodes that shard, so a
+// result finds its call by correlation id or by (token, id, method) under a
+// single shard lock.
+const pendingShards = 64
+
+// call is a published call awaiting its answer.
+type call struct {
+	// Set at construction.
+	corr   uint64
+	shard  *pendingShard
+	from   protocol.Answerer
+	token  string
+	id     []byte
+	method string
+	key    string // token \x00 id \x00 method, for results without our correlation id
+	start  time.Time
+	timer  *time.Timer
+
+	// Guarded by shard.mu.
+	done bool
+}
+
+type pendingShard struct {
+	mu     sync.Mutex
+	byCorr map[uint64]*call
+	byKey  map[string][]*call // FIFO per key
+}
+
+// pendingTable holds every call awaiting an answer on this node.
+type pendingTable struct {
+	seed    maphash.Seed
+	prefix  string // correlation id prefix: node id and a per-process nonce
+	counter atomic.Uint64
+	shards  [pendingShards]pendingShard
+}
+
+func newPendingTable(prefix string) *pendingTable {
+	t := &pendingTable{seed: maphash.MakeSeed(), prefix: prefix}
+	for i := range t.shards {
+		t.shards[i].byCorr = make(map[uint64]*call)
+		t.shards[i].byKey = make(map[string][]*call)
+	}
+	return t
+}
+
+func matchKey(token string, id []byte, method string) string {
+	var b strings.Builder
+	b.Grow(len(token) + len(id) + len(method) + 2)
+	b.WriteString(token)
+	b.WriteByte(0)
+	b.Write(id)
+	b.WriteByte(0)
+	b.WriteString(method)
+	return b.String()
+}
+
+// add registers c (whose from, token, id, method and start are set),
+// assigns its correlation number and starts its timer: expire runs after
+// timeout unless c is taken first.
+func (t *pendingTable) add(c *call, timeout time.Duration, expire func(*call)) {
+	si := maphash.String(t.seed, c.token) % pendingShards
+	s := &t.shards[si]
+	c.shard = s
+	c.key = matchKey(c.token, c.id, c.method)
+	c.corr = t.counter.Add(1)*pendingShards + si
+	s.mu.Lock()
+	c.timer = time.AfterFunc(timeout, func() { expire(c) })
+	s.byCorr[c.corr] = c
+	s.byKey[c.key] = append(s.byKey[c.key], c)
+	s.mu.Unlock()
+}
+
+// correlationID renders the correlation number of c as sent to the broker.
+func (t *pendingTable) correlationID(c *call) string {
+	return t.prefix + strconv.FormatUint(c.corr, 36)
+}
+
+// parseCorrelation returns the correlation number of an id this table
+// issued; ok is false for ids of other processes or none.
+func (t *pendingTable) parseCorrelation(id string) (uint64, bool) {
+	if !strings.HasPrefix(id, t.prefix) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(id[len(t.prefix):], 36, 64)
+	return n, err == nil
+}
+
+// takeByCorr removes and returns the call with correlation number n, or nil.
+func (t *pendingTable) takeByCorr(n uint64) *call {
+	s := &t.shards[n%pendingShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.byCorr[n]
+	if c == nil {
+		return nil
+	}
+	s.removeLocked(c)
+	return c
+}
+
+// takeByKey removes and returns the oldest call of token with this id and
+// method, or nil.
+func (t *pendingTable) takeByKey(token string, id []byte, method string) *call {
+	s := &t.shards[maphash.String(t.seed, token)%pendingShards]
+	key := matchKey(token, id, method)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.byKey[key]
+	if len(q) == 0 {
+		return nil
+	}
+	c := q[0]
+	s.removeLocked(c)
+	return c
+}
+
+// take removes c if it is still pending; false means it was answered already.
+func (t *pendingTable) take(c *call) bool {
+	c.shard.mu.Lock()
+	defer c.shard.mu.Unlock()
+	if c.done {
+		return false
+	}
+	c.shard.removeLocked(c)
+	return true
+}
+
+// removeLocked marks c done and unlinks it; s.mu must be held.
+func (s *pendingShard) removeLocked(c *call) {
+	c.done = true
+	delete(s.byCorr, c.corr)
+	q := s.byKey[c.key]
+	for i, o := range q {
+		if o == c {
+			q = append(q[:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(s.byKey, c.key)
+	} else {
+		s.byKey[c.key] = q
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
+
+// len returns the number of pending calls.
+func (t *pendingTable) len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += len(s.byCorr)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// takeAll removes and returns every pending call.
+func (t *pendingTable) takeAll() []*call {
+	var all []*call
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		start := len(all)
+		for _, c := range s.byCorr {
+			all = append(all, c)
+		}
+		for _, c := range all[start:] {
+			s.removeLocked(c)
+		}
+		s.mu.Unlock()
+	}
+	return all
+}

@@ -1,0 +1,352 @@
+// Package routing is the broker side of a node: it declares the node's
+// RabbitMQ topology, publishes client calls with publisher confirms,
+// consumes the node's in-queue and routes results and events back to the
+// connections, and keeps all of that alive across broker restarts.
+package routing
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/telemetry"
+)
+
+// Hub is what the router needs from the connection side: writing a message
+// to every connection of a token on this node. It must not block and
+// returns how many connections it reached.
+type Hub interface {
+	Broadcast(token string, msg []byte) int
+}
+
+// Options are the router's dependencies and settings.
+type Options struct {
+	NodeID  string
+	AMQP    config.AMQP
+	Timeout time.Duration // requests.timeout
+	Hub     Hub
+	Logger  *slog.Logger
+	Metrics *telemetry.Metrics
+}
+
+// Router publishes calls and dispatches the in-queue. Create it with New,
+// run it with Run; Call and Ready may be used from any goroutine at any time.
+type Router struct {
+	// Set at construction.
+	url            string
+	nodeID         string
+	topo           Topology
+	prefetch       int
+	heartbeat      time.Duration
+	confirmTimeout time.Duration
+	reconnectMin   time.Duration
+	reconnectMax   time.Duration
+	timeout        time.Duration
+	expiration     string
+	headers        amqp.Table // read-only after New
+	hub            Hub
+	log            *slog.Logger
+	metrics        *telemetry.Metrics
+	pending        *pendingTable
+	bufs           sync.Pool // *[]byte for call bodies
+
+	pub     atomic.Pointer[publisher] // nil while not connected
+	blocked atomic.Bool
+
+	mu sync.Mutex
+	// Guarded by mu.
+	notReady error // why the router is not connected; nil while a session runs
+}
+
+// New returns a Router; it does not connect until Run.
+func New(o Options) *Router {
+	nonce := make([]byte, 4)
+	_, _ = crand.Read(nonce)
+	return &Router{
+		url:            o.AMQP.URL,
+		nodeID:         o.NodeID,
+		topo:           NewTopology(o.AMQP, o.NodeID),
+		prefetch:       o.AMQP.Prefetch,
+		heartbeat:      o.AMQP.Heartbeat,
+		confirmTimeout: o.AMQP.ConfirmTimeout,
+		reconnectMin:   o.AMQP.ReconnectMin,
+		reconnectMax:   o.AMQP.ReconnectMax,
+		timeout:        o.Timeout,
+		expiration:     strconv.FormatInt(o.Timeout.Milliseconds(), 10),
+		headers:        amqp.Table{"x-piped-node": o.NodeID},
+		hub:            o.Hub,
+		log:            o.Logger,
+		metrics:        o.Metrics,
+		pending:        newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
+		notReady:       ErrNotConnected,
+	}
+}
+
+// Topology returns the names of the node's exchanges and queues.
+func (r *Router) Topology() Topology { return r.topo }
+
+// Ready returns nil while the node can take calls: connected, topology
+// declared, in-queue consumed, publishing not blocked. Otherwise the reason.
+func (r *Router) Ready() error {
+	if r.pub.Load() == nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.notReady
+	}
+	if r.blocked.Load() {
+		return ErrBlocked
+	}
+	return nil
+}
+
+// Pending returns the number of calls awaiting an answer.
+func (r *Router) Pending() int { return r.pending.len() }
+
+// Call publishes frame f made by token and arranges for exactly one answer
+// (a result or an error frame) to reach from; calls without an id get no
+// timeout error. It never waits for the broker's confirm. f's bytes are not
+// retained.
+func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
+	c := &call{from: from, token: token, method: f.Method, start: time.Now()}
+	if f.ID != nil {
+		c.id = append([]byte(nil), f.ID...)
+	}
+	p := r.pub.Load()
+	if p == nil || r.blocked.Load() {
+		reason := "the broker is not connected"
+		if p != nil {
+			reason = "the broker is blocking publishes (resource alarm)"
+		}
+		r.answerError(c, protocol.CodeUnavailable, reason)
+		return
+	}
+	bp, _ := r.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 0, 512)
+		bp = &b
+	}
+	body := protocol.AppendCall((*bp)[:0], f, token)
+	err := p.publish(c, body)
+	if cap(body) <= 64<<10 {
+		*bp = body
+		r.bufs.Put(bp)
+	}
+	if err != nil {
+		if r.pending.take(c) {
+			r.answerError(c, protocol.CodeUnavailable, "the broker is not connected")
+		}
+		return
+	}
+	r.metrics.Calls.Inc()
+}
+
+// expire answers c with a timeout error if it is still pending.
+func (r *Router) expire(c *call) {
+	if r.pending.take(c) {
+		r.answerError(c, protocol.CodeTimeout, "no result within "+r.timeout.String())
+	}
+}
+
+// answerError sends an error frame to the caller of c, which the caller
+// has taken from the pending table (or never added). Calls without an id learn of errors too.
+func (r *Router) answerError(c *call, code, message string) {
+	r.metrics.CallErrors.WithLabelValues(code).Inc()
+	r.metrics.CallDuration.WithLabelValues(code).Observe(time.Since(c.start).Seconds())
+	c.from.Answer(c.id, protocol.AppendError(nil, c.id, code, message))
+}
+
+// FailPending answers every pending call with an error: used at the end of a
+// drain, before the connections are closed.
+func (r *Router) FailPending(code, message string) int {
+	all := r.pending.takeAll()
+	for _, c := range all {
+		r.answerError(c, code, message)
+	}
+	return len(all)
+}
+
+// Run connects to the broker and keeps the node connected until ctx is
+// done, reconnecting with exponential backoff and jitter. It returns nil
+// when ctx is done, or an error that retrying cannot fix (a topology
+// conflict before the node was ever ready).
+func (r *Router) Run(ctx context.Context) error {
+	defer r.setNotReady(ErrStopped)
+	backoff := r.reconnectMin
+	everReady := false
+	for {
+		start := time.Now()
+		wasReady, err := r.session(ctx)
+		everReady = everReady || wasReady
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrTopologyConflict) && !everReady {
+			return err
+		}
+		r.setNotReady(err)
+		if wasReady && time.Since(start) > r.reconnectMax {
+			backoff = r.reconnectMin
+		}
+		// Full jitter over [backoff/2, backoff).
+		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
+		r.log.Warn("broker session ended; reconnecting", "error", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, r.reconnectMax)
+	}
+}
+
+func (r *Router) setNotReady(err error) {
+	r.mu.Lock()
+	r.notReady = err
+	r.mu.Unlock()
+	r.metrics.Ready.Set(0)
+}
+
+// dial opens one connection, named for the management UI.
+func (r *Router) dial(role string) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName("piped " + r.nodeID + " " + role)
+	conn, err := amqp.DialConfig(r.url, amqp.Config{
+		Heartbeat:  r.heartbeat,
+		Properties: props,
+		Dial:       amqp.DefaultDial(10 * time.Second),
+	})
+	if err != nil {
+		// amqp091's dial errors do not contain the URL; say which broker, redacted.
+		return nil, fmt.Errorf("routing: connect %s to %s: %w", role, telemetry.RedactURL(r.url), err)
+	}
+	return conn, nil
+}
+
+// session runs one broker session: two connections (consuming and
+// publishing, so that flow control on publishes never stalls deliveries),
+// topology, consumer and publisher. It returns when either connection or
+// channel fails or ctx is done, after stopping every goroutine it started.
+func (r *Router) session(ctx context.Context) (ready bool, err error) {
+	consConn, err := r.dial("consume")
+	if err != nil {
+		return false, err
+	}
+	defer consConn.Close()
+	pubConn, err := r.dial("publish")
+	if err != nil {
+		return false, err
+	}
+	defer pubConn.Close()
+
+	consCh, err := consConn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("routing: open consume channel: %w", err)
+	}
+	if err := r.topo.Declare(consCh); err != nil {
+		return false, err
+	}
+	if err := consCh.Qos(r.prefetch, 0, false); err != nil {
+		return false, fmt.Errorf("routing: set prefetch: %w", err)
+	}
+	deliveries, err := consCh.Consume(r.topo.QueueIn, "piped-"+r.nodeID, false, true, false, false, nil)
+	if err != nil {
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.AccessRefused {
+			return false, fmt.Errorf("%w: %s: %s", ErrInQueueInUse, r.topo.QueueIn, ae.Reason)
+		}
+		return false, fmt.Errorf("routing: consume %s: %w", r.topo.QueueIn, err)
+	}
+
+	pubCh, err := pubConn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("routing: open publish channel: %w", err)
+	}
+	if err := pubCh.Confirm(false); err != nil {
+		return false, fmt.Errorf("routing: enable publisher confirms: %w", err)
+	}
+	confirms := pubCh.NotifyPublish(make(chan amqp.Confirmation, 1024))
+	returns := pubCh.NotifyReturn(make(chan amqp.Return)) // unbuffered: a return is seen before its confirm
+	blocked := pubConn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	consClosed := consConn.NotifyClose(make(chan *amqp.Error, 1))
+	pubClosed := pubConn.NotifyClose(make(chan *amqp.Error, 1))
+	consChClosed := consCh.NotifyClose(make(chan *amqp.Error, 1))
+	pubChClosed := pubCh.NotifyClose(make(chan *amqp.Error, 1))
+
+	sctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	p := newPublisher(r, pubCh)
+	wg.Add(2)
+	go func() { defer wg.Done(); p.run(sctx, confirms, returns) }()
+	go func() { defer wg.Done(); r.watchBlocked(blocked) }()
+	defer func() {
+		r.pub.Store(nil)
+		r.blocked.Store(false)
+		r.metrics.BrokerBlocked.Set(0)
+		cancel()
+		p.shutdown()
+		_ = pubConn.Close()
+		_ = consConn.Close()
+		wg.Wait()
+	}()
+
+	r.blocked.Store(false)
+	r.pub.Store(p)
+	r.setNotReady(nil)
+	r.metrics.Ready.Set(1)
+	r.metrics.BrokerReconnects.Inc()
+	r.log.Info("broker connected", "url", telemetry.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
+
+	d := newDispatcher(r)
+	for {
+		select {
+		case <-ctx.Done():
+			return true, nil
+		case e := <-consClosed:
+			return true, closeErr("consume connection", e)
+		case e := <-pubClosed:
+			return true, closeErr("publish connection", e)
+		case e := <-consChClosed:
+			return true, closeErr("consume channel", e)
+		case e := <-pubChClosed:
+			return true, closeErr("publish channel", e)
+		case del, ok := <-deliveries:
+			if !ok {
+				return true, closeErr("in-queue consumer", nil)
+			}
+			d.dispatch(&del)
+		}
+	}
+}
+
+func closeErr(what string, e *amqp.Error) error {
+	if e == nil {
+		return fmt.Errorf("routing: %s closed", what)
+	}
+	return fmt.Errorf("routing: %s closed: %w", what, e)
+}
+
+// watchBlocked tracks connection.blocked/unblocked until the channel closes.
+func (r *Router) watchBlocked(ch <-chan amqp.Blocking) {
+	for b := range ch {
+		r.blocked.Store(b.Active)
+		if b.Active {
+			r.metrics.BrokerBlocked.Set(1)
+			r.log.Warn("broker blocks publishing; calls fail with unavailable until it unblocks", "reason", b.Reason)
+		} else {
+			r.metrics.BrokerBlocked.Set(0)
+			r.log.Info("broker unblocked publishing")
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/piped-dev/piped/config"
+)
+
+// Topology names one node's exchanges and queues. The names and kinds are
+// those of the original Piped, so backends written for it work unchanged.
+type Topology struct {
+	ExchangeIn, ExchangeOut, QueueIn, QueueOut, Mass string
+	// InQueueExpires is x-expires on the in-queue (0: none): the queue of a
+	// node that is gone for good is deleted after this long unused.
+	InQueueExpires time.Duration
+}
+
+// NewTopology derives the names for node id from the configuration.
+func NewTopology(cfg config.AMQP, nodeID string) Topology {
+	return Topology{
+		ExchangeIn:     cfg.ExchangeInPrefix + nodeID,
+		ExchangeOut:    cfg.ExchangeOutPrefix + nodeID,
+		QueueIn:        cfg.QueueInPrefix + nodeID,
+		QueueOut:       cfg.QueueOutPrefix + nodeID,
+		Mass:           cfg.MassExchange,
+		InQueueExpires: cfg.InQueueExpires,
+	}
+}
+
+// declarer is the part of *amqp.Channel that Declare uses.
+type declarer interface {
+	ExchangeDeclare(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
+	QueueDeclare(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
+	QueueBind(name, key, exchange string, noWait bool, args amqp.Table) error
+	ExchangeBind(destination, key, source string, noWait bool, args amqp.Table) error
+}
+
+// inQueueArgs are the arguments of the in-queue. The out-queue has none:
+// backends written for the original declare it themselves without arguments,
+// and a mismatch would fail their declare.
+func (t Topology) inQueueArgs() amqp.Table {
+	if t.InQueueExpires <= 0 {
+		return nil
+	}
+	return amqp.Table{"x-expires": t.InQueueExpires.Milliseconds()}
+}
+
+// Declare declares every exchange, queue and binding of the node. It is
+// idempotent and runs on every (re)connect. A 406 from the broker is
+// reported as ErrTopologyConflict naming the object and what to do.
+func (t Topology) Declare(ch declarer) error {
+	for _, ex := range []string{t.ExchangeIn, t.ExchangeOut, t.Mass} {
+		if err := ch.ExchangeDeclare(ex, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+			return conflict(err, "exchange", ex, "it must be a durable fanout exchange")
+		}
+	}
+	if _, err := ch.QueueDeclare(t.QueueIn, true, false, false, false, t.inQueueArgs()); err != nil {
+		return conflict(err, "queue", t.QueueIn, fmt.Sprintf("it must be durable with arguments %v", t.inQueueArgs()))
+	}
+	if _, err := ch.QueueDeclare(t.QueueOut, true, false, false, false, nil); err != nil {
+		return conflict(err, "queue", t.QueueOut, "it must be durable with no arguments")
+	}
+	if err := ch.QueueBind(t.QueueIn, "", t.ExchangeIn, false, nil); err != nil {
+		return fmt.Errorf("routing: bind %s to %s: %w", t.QueueIn, t.ExchangeIn, err)
+	}
+	if err := ch.QueueBind(t.QueueOut, "", t.ExchangeOut, false, nil); err != nil {
+		return fmt.Errorf("routing: bind %s to %s: %w", t.QueueOut, t.ExchangeOut, err)
+	}
+	if err := ch.ExchangeBind(t.ExchangeIn, "", t.Mass, false, nil); err != nil {
+		return fmt.Errorf("routing: bind exchange %s to %s: %w", t.ExchangeIn, t.Mass, err)
+	}
+	return nil
+}
+
+func conflict(err error, kind, name, want string) error {
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
+		return fmt.Errorf("%w: %s %q exists with other settings; %s: delete it (rabbitmqctl delete_queue/delete_exchange, or the management UI) or change node.id or the amqp prefixes (broker said: %s)",
+			ErrTopologyConflict, kind, name, want, ae.Reason)
+	}
+	return fmt.Errorf("routing: declare %s %s: %w", kind, name, err)
+}

@@ -1,0 +1,68 @@
+// Package telemetry builds what operators use to see inside a node: the slog
+// logger, the Prometheus metrics and (later) the tracer provider. Everything
+// is passed explicitly to the packages that use it; nothing here is global.
+package telemetry
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+)
+
+// NewLogger returns a slog.Logger writing to w at level ("debug", "info",
+// "warn", "error") in format "json", "text", or "auto" (text when w is a
+// terminal, JSON otherwise).
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("telemetry: log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "text"
+		}
+	}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("telemetry: log format %q: want auto, json or text", format)
+	}
+}
+
+// TokenHash returns a short, stable, non-reversible label for a session token,
+// for logs and spans: raw tokens never leave the node.
+func TokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:6])
+}
+
+// RedactURL hides the password of an AMQP or HTTP URL for logs and errors.
+// Unparsable input is replaced entirely, since it may still hold a secret.
+func RedactURL(raw string) string {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return "<redacted url>"
+	}
+	rest := raw[i+3:]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	cred := rest[:at]
+	user := cred
+	if c := strings.IndexByte(cred, ':'); c >= 0 {
+		user = cred[:c] + ":xxxxx"
+	}
+	return raw[:i+3] + user + rest[at:]
+}

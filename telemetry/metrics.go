@@ -1,0 +1,111 @@
+package telemetry
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every metric a node exports. It is created once in main and
+// passed to the packages that record into it; its zero value is not usable.
+// Label values are drawn from small fixed sets (codes and reasons), never
+// from tokens or method names chosen by clients.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	// Connections is the number of open WebSocket connections.
+	Connections prometheus.Gauge
+	// ConnectionsTotal counts accepted upgrades.
+	ConnectionsTotal prometheus.Counter
+	// UpgradesRefused counts refused upgrades by reason (bad_token, origin, max_connections, draining).
+	UpgradesRefused *prometheus.CounterVec
+	// Disconnects counts closed connections by reason (the close reason set in gateway).
+	Disconnects *prometheus.CounterVec
+	// Calls counts client frames accepted as calls and published.
+	Calls prometheus.Counter
+	// CallErrors counts error frames sent to clients, by code.
+	CallErrors *prometheus.CounterVec
+	// Results counts in-queue results delivered, by how they were routed
+	// (correlation, match, broadcast).
+	Results *prometheus.CounterVec
+	// Events counts in-queue events (every non-result type) dispatched.
+	Events prometheus.Counter
+	// Dropped counts in-queue messages dropped, by reason
+	// (not_json, not_object, no_token, late, no_connection).
+	Dropped *prometheus.CounterVec
+	// CallDuration observes call→answer latency in seconds, by outcome
+	// (result or an error code).
+	CallDuration *prometheus.HistogramVec
+	// ConfirmDuration observes publish→broker confirm latency in seconds.
+	ConfirmDuration prometheus.Histogram
+	// BrokerReconnects counts successful (re)connections to the broker.
+	BrokerReconnects prometheus.Counter
+	// Ready is 1 while the node is ready to take calls, else 0.
+	Ready prometheus.Gauge
+	// BrokerBlocked is 1 while the broker blocks publishing (resource alarm).
+	BrokerBlocked prometheus.Gauge
+}
+
+// NewMetrics creates the metrics on a registry of their own, together with
+// the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{
+		reg: reg,
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "piped_connections", Help: "Open WebSocket connections."}),
+		ConnectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "piped_connections_total", Help: "WebSocket connections accepted."}),
+		UpgradesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_upgrades_refused_total", Help: "WebSocket upgrades refused, by reason."}, []string{"reason"}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_disconnects_total", Help: "WebSocket connections closed, by reason."}, []string{"reason"}),
+		Calls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "piped_calls_total", Help: "Client calls accepted and handed to the broker."}),
+		CallErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_call_errors_total", Help: "Error frames sent to clients, by error code."}, []string{"code"}),
+		Results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_results_total", Help: "Results from the in-queue delivered, by routing (correlation, match, broadcast)."}, []string{"routed_by"}),
+		Events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "piped_events_total", Help: "Events (non-result messages) from the in-queue dispatched."}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_backend_messages_dropped_total", Help: "In-queue messages dropped, by reason."}, []string{"reason"}),
+		CallDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "piped_call_duration_seconds", Help: "Time from a call's publish to its answer, by outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"outcome"}),
+		ConfirmDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "piped_publish_confirm_seconds", Help: "Time from publishing a call to the broker's confirm.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
+		BrokerReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "piped_broker_connects_total", Help: "Successful connections (first and re-) to the broker."}),
+		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "piped_ready", Help: "1 while the node is connected, has its topology and consumes its in-queue."}),
+		BrokerBlocked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "piped_broker_blocked", Help: "1 while the broker blocks publishing (memory or disk alarm)."}),
+	}
+	f(m.Connections)
+	f(m.ConnectionsTotal)
+	f(m.UpgradesRefused)
+	f(m.Disconnects)
+	f(m.Calls)
+	f(m.CallErrors)
+	f(m.Results)
+	f(m.Events)
+	f(m.Dropped)
+	f(m.CallDuration)
+	f(m.ConfirmDuration)
+	f(m.BrokerReconnects)
+	f(m.Ready)
+	f(m.BrokerBlocked)
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
