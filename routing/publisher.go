@@ -42,13 +42,13 @@ func newPublisher(r *Router, ch *amqp.Channel) *publisher {
 // error c is still pending; the caller takes it and answers.
 func (p *publisher) publish(c *call, body []byte) error {
 	msg := amqp.Publishing{
-		ContentType:   "application/json",
-		ReplyTo:       p.r.topo.QueueIn,
-		Timestamp:     c.start,
-		Expiration:    p.r.expiration,
-		AppId:         "piped",
-		Headers:       p.r.headers,
-		Body:          body,
+		ContentType: "application/json",
+		ReplyTo:     p.r.topo.QueueIn,
+		Timestamp:   c.start,
+		Expiration:  p.r.expiration,
+		AppId:       "piped",
+		Headers:     p.r.headers,
+		Body:        body,
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
