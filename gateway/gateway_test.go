@@ -1,0 +1,292 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/telemetry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeRouter answers every call with its method echoed, unless hold is set,
+// in which case it keeps the answerers until release.
+type fakeRouter struct {
+	mu    sync.Mutex
+	hold  bool
+	held  []func()
+	calls []string
+}
+
+func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
+	id := append([]byte(nil), f.ID...)
+	if f.ID == nil {
+		id = nil
+	}
+	msg := []byte(`{"type":"result","method":"` + f.Method + `"}`)
+	r.mu.Lock()
+	r.calls = append(r.calls, token+" "+string(protocol.AppendCall(nil, f, token)))
+	if r.hold {
+		r.held = append(r.held, func() { from.Answer(id, msg) })
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	from.Answer(id, msg)
+}
+
+func (r *fakeRouter) release() {
+	r.mu.Lock()
+	held := r.held
+	r.held = nil
+	r.mu.Unlock()
+	for _, f := range held {
+		f()
+	}
+}
+
+type ready struct{ err error }
+
+func (r ready) Ready() error { return r.err }
+
+type testServer struct {
+	*httptest.Server
+	hub    *Hub
+	router *fakeRouter
+	srv    *Server
+}
+
+func newTestServer(t *testing.T, tweak func(*config.WS)) *testServer {
+	t.Helper()
+	ws := config.Defaults().WS
+	if tweak != nil {
+		tweak(&ws)
+	}
+	ts := &testServer{hub: NewHub(), router: &fakeRouter{}}
+	ts.srv = New(Options{WS: ws, Router: ts.router, Readiness: ready{}, Hub: ts.hub,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics()})
+	ts.Server = httptest.NewServer(ts.srv.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ts.hub.Close(ctx)
+		ts.Server.Close()
+	})
+	return ts
+}
+
+func (ts *testServer) dial(t *testing.T, token string) *websocket.Conn {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/api/" + token
+	c, _, err := websocket.DefaultDialer.Dial(u, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func read(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, b, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(b)
+}
+
+func closeCode(t *testing.T, c *websocket.Conn) int {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := c.ReadMessage(); err != nil {
+			if ce, ok := err.(*websocket.CloseError); ok {
+				return ce.Code
+			}
+			t.Fatalf("no close frame: %v", err)
+		}
+	}
+}
+
+func TestFrames(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c := ts.dial(t, "tok")
+	for _, tc := range []struct{ send, want string }{
+		{`{"id":1,"method":"m","payload":{"a":1}}`, `{"type":"result","method":"m"}`},
+		{`{"method":"ping"}`, `{"type":"event","event":"pong"}`},
+		{`{"id":"x","method":"ping"}`, `{"type":"event","event":"pong","id":"x"}`},
+		{`{"id":2}`, `{"type":"error","id":2,"error":{"code":"bad_request","message":"method is required"}}`},
+		{`nope`, `{"type":"error","error":{"code":"bad_request","message":"invalid JSON"}}`},
+	} {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(tc.send)); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, c); got != tc.want {
+			t.Errorf("send %s: got %s, want %s", tc.send, got, tc.want)
+		}
+	}
+	ts.router.mu.Lock()
+	defer ts.router.mu.Unlock()
+	if len(ts.router.calls) != 1 || ts.router.calls[0] != `tok {"id":1,"method":"m","token":"tok","payload":{"a":1}}` {
+		t.Fatalf("router got %q", ts.router.calls)
+	}
+}
+
+func TestHubBroadcast(t *testing.T) {
+	ts := newTestServer(t, nil)
+	a, b, other := ts.dial(t, "t1"), ts.dial(t, "t1"), ts.dial(t, "t2")
+	waitFor(t, func() bool { return ts.hub.Len() == 3 })
+	if n := ts.hub.Broadcast("t1", []byte(`{"e":1}`)); n != 2 {
+		t.Fatalf("broadcast reached %d", n)
+	}
+	for _, c := range []*websocket.Conn{a, b} {
+		if got := read(t, c); got != `{"e":1}` {
+			t.Fatalf("got %s", got)
+		}
+	}
+	_ = other.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, _, err := other.ReadMessage(); err == nil {
+		t.Fatal("other token got the event")
+	}
+	a.Close()
+	waitFor(t, func() bool { return ts.hub.Len() == 2 })
+}
+
+// A client that does not read is closed with 4008 once its queue is full;
+// others are unaffected and Broadcast never blocks.
+func TestSlowClientClosed(t *testing.T) {
+	ts := newTestServer(t, func(ws *config.WS) { ws.SendQueueBytes = 8 << 10 })
+	slow := ts.dial(t, "slow")
+	fast := ts.dial(t, "fast")
+	waitFor(t, func() bool { return ts.hub.Len() == 2 })
+	msg := []byte(`{"type":"event","payload":"` + strings.Repeat("x", 1000) + `"}`)
+	start := time.Now()
+	for range 20000 {
+		ts.hub.Broadcast("slow", msg)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("broadcast blocked: %v", d)
+	}
+	ts.hub.Broadcast("fast", []byte(`{"ok":1}`))
+	if got := read(t, fast); got != `{"ok":1}` {
+		t.Fatalf("fast got %s", got)
+	}
+	if code := closeCode(t, slow); code != DisconnectSlow.Code {
+		t.Fatalf("slow closed with %d", code)
+	}
+}
+
+// Drain closes idle connections at once and busy ones after their answers.
+func TestDrain(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.router.hold = true
+	busy, idle := ts.dial(t, "b"), ts.dial(t, "i")
+	if err := busy.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"method":"slow"}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { ts.router.mu.Lock(); defer ts.router.mu.Unlock(); return len(ts.router.held) == 1 })
+	ts.hub.Drain()
+	if code := closeCode(t, idle); code != websocket.CloseServiceRestart {
+		t.Fatalf("idle closed with %d", code)
+	}
+	// A new call on a draining connection is refused; the held one completes.
+	if err := busy.WriteMessage(websocket.TextMessage, []byte(`{"id":2,"method":"late"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, busy); !strings.Contains(got, `"shutting_down"`) {
+		t.Fatalf("call during drain: %s", got)
+	}
+	ts.router.release()
+	if got := read(t, busy); got != `{"type":"result","method":"slow"}` {
+		t.Fatalf("busy got %s", got)
+	}
+	if code := closeCode(t, busy); code != websocket.CloseServiceRestart {
+		t.Fatalf("busy closed with %d", code)
+	}
+	// New upgrades are refused with 503.
+	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/api/x"
+	_, resp, err := websocket.DefaultDialer.Dial(u, nil)
+	if err == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("dial while draining: %v %v", err, resp)
+	}
+}
+
+func TestValidToken(t *testing.T) {
+	for _, tc := range []struct {
+		token string
+		ok    bool
+	}{
+		{"123e4567-e89b-12d3-a456-426655440000", true},
+		{"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc_-", true},
+		{"a+b=c:d~e", true},
+		{"", false},
+		{"has space", false},
+		{"slash/inside", false},
+		{strings.Repeat("a", 257), false},
+	} {
+		if got := validToken(tc.token, 256) == ""; got != tc.ok {
+			t.Errorf("validToken(%q) ok=%v, want %v", tc.token, got, tc.ok)
+		}
+	}
+}
+
+func TestTokenBucket(t *testing.T) {
+	b := newTokenBucket(10, 2)
+	now := time.Unix(0, 0)
+	got := []bool{b.allow(now), b.allow(now), b.allow(now), b.allow(now.Add(100 * time.Millisecond))}
+	want := []bool{true, true, false, true}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("allow #%d = %v, want %v", i, got[i], want[i])
+		}
+	}
+	off := newTokenBucket(0, 0)
+	for range 100 {
+		if !off.allow(now) {
+			t.Fatal("a zero rate must not limit")
+		}
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	ts := newTestServer(t, nil)
+	resp, err := http.Get(ts.URL + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz %v %v", err, resp)
+	}
+	resp.Body.Close()
+	ts.hub.Drain()
+	resp, err = http.Get(ts.URL + "/readyz")
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatalf("readyz while draining %v %v", err, resp)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "draining") {
+		t.Fatalf("readyz body %s", body)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,50 @@
+package routing
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// nopAnswerer discards answers.
+type nopAnswerer struct{}
+
+func (nopAnswerer) Answer(id, msg []byte) {}
+
+// BenchmarkDispatchResult measures routing one result to its caller by
+// correlation id: parse, pending lookup, delivery.
+func BenchmarkDispatchResult(b *testing.B) {
+	r := newTestRouter(&fakeHub{}, time.Hour)
+	d := newDispatcher(r)
+	body := []byte(`{"id":1,"type":"result","token":"0123456789abcdef","method":"get-article","payload":{"articleId":1,"title":"hello"}}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		c := &call{from: nopAnswerer{}, token: "0123456789abcdef", id: []byte("1"), method: "get-article", start: time.Now()}
+		r.pending.add(c, time.Hour, r.expire)
+		d.route(&amqp.Delivery{Body: body, CorrelationId: r.pending.correlationID(c)})
+	}
+}
+
+// BenchmarkDispatchEvent measures routing one event to a token's connections.
+func BenchmarkDispatchEvent(b *testing.B) {
+	hub := &countHub{}
+	r := newTestRouter(hub, time.Hour)
+	d := newDispatcher(r)
+	bodies := make([][]byte, 64)
+	for i := range bodies {
+		bodies[i] = []byte(`{"type":"event","event":"balance-changed","token":"tok-` + strconv.Itoa(i) + `","payload":{"balance":345.55}}`)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d.route(&amqp.Delivery{Body: bodies[i%len(bodies)]})
+		i++
+	}
+}
+
+type countHub struct{ n int }
+
+func (h *countHub) Broadcast(token string, msg []byte) int { h.n++; return 1 }

@@ -1,0 +1,218 @@
+package routing
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/telemetry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeHub records broadcasts.
+type fakeHub struct {
+	mu    sync.Mutex
+	conns map[string]int // token → connections
+	got   []string       // token + " " + message
+}
+
+func (h *fakeHub) Broadcast(token string, msg []byte) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, token+" "+string(msg))
+	return h.conns[token]
+}
+
+// sink is an Answerer that records answers.
+type sink struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (s *sink) Answer(id, msg []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, string(msg))
+}
+
+func (s *sink) answers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.got...)
+}
+
+func newTestRouter(hub Hub, timeout time.Duration) *Router {
+	cfg := config.Defaults()
+	return New(Options{NodeID: "n1", AMQP: cfg.AMQP, Timeout: timeout, Hub: hub,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics()})
+}
+
+// addCall registers a pending call as Router.Call does, without a broker.
+func addCall(r *Router, from *sink, token, id, method string) *call {
+	c := &call{from: from, token: token, method: method, start: time.Now()}
+	if id != "" {
+		c.id = []byte(id)
+	}
+	r.pending.add(c, r.timeout, r.expire)
+	return c
+}
+
+func TestDispatchRouting(t *testing.T) {
+	tests := []struct {
+		name       string
+		corr       func(r *Router, a, b *call) string // correlation id on the result
+		body       string
+		redeliver  bool
+		wantA      []string
+		wantB      []string
+		wantBcast  []string
+		wantDropBy string
+	}{
+		{name: "by correlation id", corr: func(r *Router, a, b *call) string { return r.pending.correlationID(b) },
+			body: `{"id":1,"type":"result","token":"t","method":"m"}`, wantB: []string{`{"id":1,"type":"result","method":"m"}`}},
+		{name: "by token id method, oldest first",
+			body: `{"id":1,"type":"result","token":"t","method":"m"}`, wantA: []string{`{"id":1,"type":"result","method":"m"}`}},
+		{name: "foreign correlation id falls back to match", corr: func(*Router, *call, *call) string { return "theirs-1" },
+			body: `{"id":1,"type":"result","token":"t","method":"m"}`, wantA: []string{`{"id":1,"type":"result","method":"m"}`}},
+		{name: "no match: every connection of the token",
+			body: `{"id":2,"type":"result","token":"t","method":"m"}`, wantBcast: []string{`t {"id":2,"type":"result","method":"m"}`}},
+		{name: "no match, redelivered: dropped", redeliver: true,
+			body: `{"id":2,"type":"result","token":"t","method":"m"}`, wantDropBy: "redelivered"},
+		{name: "our correlation id, no call: late, dropped", corr: func(r *Router, a, b *call) string { return r.pending.prefix + "zzz" },
+			body: `{"id":1,"type":"result","token":"t","method":"m"}`, wantDropBy: "late"},
+		{name: "event: broadcast", corr: func(r *Router, a, b *call) string { return r.pending.correlationID(a) },
+			body: `{"type":"event","event":"e","token":"t"}`, wantBcast: []string{`t {"type":"event","event":"e"}`}},
+		{name: "not json", body: `nope`, wantDropBy: "not_json"},
+		{name: "not an object", body: `[1]`, wantDropBy: "not_object"},
+		{name: "no token", body: `{"type":"event"}`, wantDropBy: "no_token"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			hub := &fakeHub{conns: map[string]int{"t": 2}}
+			r := newTestRouter(hub, time.Minute)
+			sa, sb := &sink{}, &sink{}
+			a := addCall(r, sa, "t", "1", "m")
+			b := addCall(r, sb, "t", "1", "m")
+			del := &amqp.Delivery{Body: []byte(tc.body), Redelivered: tc.redeliver}
+			if tc.corr != nil {
+				del.CorrelationId = tc.corr(r, a, b)
+			}
+			newDispatcher(r).route(del)
+			if got := sa.answers(); !equal(got, tc.wantA) {
+				t.Errorf("caller a got %q, want %q", got, tc.wantA)
+			}
+			if got := sb.answers(); !equal(got, tc.wantB) {
+				t.Errorf("caller b got %q, want %q", got, tc.wantB)
+			}
+			if !equal(hub.got, tc.wantBcast) {
+				t.Errorf("broadcast %q, want %q", hub.got, tc.wantBcast)
+			}
+			if tc.wantDropBy != "" {
+				if got := testutilCount(t, r, tc.wantDropBy); got != 1 {
+					t.Errorf("dropped{%s} = %v, want 1", tc.wantDropBy, got)
+				}
+			}
+			r.FailPending("x", "cleanup")
+		})
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func testutilCount(t *testing.T, r *Router, reason string) float64 {
+	t.Helper()
+	return testutil.ToFloat64(r.metrics.Dropped.WithLabelValues(reason))
+}
+
+func TestTimeoutAnswersOnceAndLateResultIsDropped(t *testing.T) {
+	hub := &fakeHub{conns: map[string]int{"t": 1}}
+	r := newTestRouter(hub, 20*time.Millisecond)
+	s := &sink{}
+	c := addCall(r, s, "t", "7", "m")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.answers()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := s.answers()
+	if len(got) != 1 || !bytes.Contains([]byte(got[0]), []byte(`"code":"timeout"`)) || !bytes.Contains([]byte(got[0]), []byte(`"id":7`)) {
+		t.Fatalf("answers %q", got)
+	}
+	newDispatcher(r).route(&amqp.Delivery{CorrelationId: r.pending.correlationID(c),
+		Body: []byte(`{"id":7,"type":"result","token":"t","method":"m"}`)})
+	if got := s.answers(); len(got) != 1 {
+		t.Fatalf("late result delivered: %q", got)
+	}
+	if len(hub.got) != 0 {
+		t.Fatalf("late result broadcast: %q", hub.got)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("pending %d", r.Pending())
+	}
+}
+
+func TestCallWhileDisconnectedIsUnavailable(t *testing.T) {
+	r := newTestRouter(&fakeHub{}, time.Minute)
+	s := &sink{}
+	f := protocol.Frame{ID: []byte(`"a"`), Method: "m"}
+	r.Call(t.Context(), "t", &f, s)
+	got := s.answers()
+	if len(got) != 1 || got[0] != `{"type":"error","id":"a","error":{"code":"unavailable","message":"the broker is not connected"}}` {
+		t.Fatalf("got %q", got)
+	}
+	if r.Ready() == nil {
+		t.Fatal("ready without a broker")
+	}
+}
+
+func TestPendingTable(t *testing.T) {
+	r := newTestRouter(&fakeHub{}, time.Minute)
+	s := &sink{}
+	calls := []*call{addCall(r, s, "t", "1", "m"), addCall(r, s, "t", "1", "m"), addCall(r, s, "u", "1", "m")}
+	if r.Pending() != 3 {
+		t.Fatalf("pending %d", r.Pending())
+	}
+	for _, c := range calls {
+		n, ok := r.pending.parseCorrelation(r.pending.correlationID(c))
+		if !ok || n != c.corr {
+			t.Fatalf("correlation id does not round-trip: %v %v", n, ok)
+		}
+	}
+	if _, ok := r.pending.parseCorrelation("other.1"); ok {
+		t.Fatal("foreign correlation id parsed as ours")
+	}
+	if got := r.pending.takeByKey("t", []byte("1"), "m"); got != calls[0] {
+		t.Fatal("takeByKey is not FIFO")
+	}
+	if r.pending.take(calls[0]) {
+		t.Fatal("a call was taken twice")
+	}
+	if got := r.pending.takeByCorr(calls[1].corr); got != calls[1] {
+		t.Fatal("takeByCorr")
+	}
+	if got := r.pending.takeByKey("t", []byte("1"), "m"); got != nil {
+		t.Fatal("takeByKey found a call taken by correlation")
+	}
+	if n := r.FailPending(protocol.CodeShuttingDown, "bye"); n != 1 || r.Pending() != 0 {
+		t.Fatalf("FailPending %d, pending %d", n, r.Pending())
+	}
+}
