@@ -183,7 +183,11 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		_ = ws.Close()
 		return
 	}
-	c.serve(s.baseCtx)
+	// The read loop gets a goroutine of its own and this handler returns, so
+	// that net/http's connection goroutine ends and lets go of its grown
+	// stack and its 4 KiB read and write buffers: an idle connection should
+	// hold only what it needs. The hub owns the goroutine (Close waits for it).
+	go c.serve(s.baseCtx)
 }
 
 func (s *Server) healthz(c echo.Context) error {

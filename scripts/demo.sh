@@ -18,6 +18,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-60}
 
 say() { echo "demo: $*"; }
 
+# shellcheck disable=SC2016 # $1 is the inner shell's
 if timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$PORT" 2>/dev/null; then
 	say "port $PORT is already in use; choose another: PORT=8081 $0"
 	exit 1
@@ -34,6 +35,7 @@ go build -o bin/echo-backend ./examples/echo-backend
 # exits: Ctrl-C, an error, or one of them dying.
 pids=()
 names=()
+# shellcheck disable=SC2317 # called by the trap
 stop_children() {
 	trap - EXIT INT TERM
 	local pid i
@@ -82,6 +84,7 @@ ready() {
 	curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/readyz" 2>/dev/null && return 0
 	command -v curl >/dev/null && return 1
 	# No curl: a bare HTTP/1.0 request.
+	# shellcheck disable=SC2016 # $1 is the inner shell's
 	timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && head -n 1 <&3 | grep -q " 200 "' _ "$PORT" 2>/dev/null
 }
 

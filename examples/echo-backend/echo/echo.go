@@ -97,10 +97,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	if len(cfg.Nodes) == 0 {
 		return cfg, errors.New("echo: no node ids to consume")
 	}
+	seen := map[string]bool{}
 	for _, n := range cfg.Nodes {
-		if n == "" {
-			return cfg, errors.New("echo: empty node id")
+		if n == "" || seen[n] {
+			return cfg, fmt.Errorf("echo: node ids %q: empty or repeated", cfg.Nodes)
 		}
+		seen[n] = true
 	}
 	switch cfg.ReplyVia {
 	case "":
@@ -195,6 +197,9 @@ func runSession(ctx context.Context, cfg Config) (consumed bool, err error) {
 	if err = s.pub.Confirm(false); err != nil {
 		return false, fmt.Errorf("confirm mode: %w", err)
 	}
+	// A publish to an exchange that is gone closes this channel: start over
+	// (declaring it again) rather than fail every call that comes.
+	pubClosed := s.pub.NotifyClose(make(chan *amqp.Error, 1))
 	if s.sub, err = conn.Channel(); err != nil {
 		return false, err
 	}
@@ -226,6 +231,8 @@ func runSession(ctx context.Context, cfg Config) (consumed bool, err error) {
 	case <-ctx.Done():
 	case e := <-connClosed:
 		err = fmt.Errorf("connection closed: %v", e)
+	case e := <-pubClosed:
+		err = fmt.Errorf("publishing channel closed: %v", e)
 	case node := <-s.gone:
 		err = fmt.Errorf("stopped receiving the calls of node %s", node)
 	}
@@ -321,7 +328,8 @@ func (s *session) handle(ctx context.Context, node string, d amqp.Delivery) {
 			MS int64 `json:"ms"`
 		}
 		_ = json.Unmarshal(c.Payload, &p) // anything unreadable sleeps 0
-		t := time.NewTimer(min(max(time.Duration(p.MS)*time.Millisecond, 0), maxSleep))
+		ms := min(max(p.MS, 0), maxSleep.Milliseconds())
+		t := time.NewTimer(time.Duration(ms) * time.Millisecond)
 		select {
 		case <-t.C:
 		case <-ctx.Done(): // stopping: give the call back for another backend
@@ -339,7 +347,9 @@ func (s *session) handle(ctx context.Context, node string, d amqp.Delivery) {
 			log.Warn("echo: event call without payload.event; answering without publishing", "err", err)
 			break
 		}
-		if err := s.publish(s.cfg.MassExchange, "", s.message(d, eventBody(c.Token, p.Event, p.Payload))); err != nil {
+		ev := s.message(d, eventBody(c.Token, p.Event, p.Payload))
+		ev.CorrelationId = "" // an event answers no call: it goes to every connection of the token
+		if err := s.publish(s.cfg.MassExchange, "", ev); err != nil {
 			log.Warn("echo: publishing the event failed", "err", err)
 			_ = d.Nack(false, true) // the channel is most likely gone; the call comes back on reconnect
 			return

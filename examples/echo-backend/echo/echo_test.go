@@ -361,8 +361,8 @@ func TestEventMethod(t *testing.T) {
 	n.call(t, corr, `{"id":"e1","method":"event","token":"`+tok+`","payload":{"event":"hi","payload":{"x":1}}}`, nil)
 
 	wantEvent := `{"type":"event","event":"hi","token":"` + tok + `","payload":{"x":1}}`
-	if d := await(t, mass, "the event on exchange-mass", byToken(tok)); string(d.Body) != wantEvent {
-		t.Errorf("event\n got %s\nwant %s", d.Body, wantEvent)
+	if d := await(t, mass, "the event on exchange-mass", byToken(tok)); string(d.Body) != wantEvent || d.CorrelationId != "" {
+		t.Errorf("event\n got %s (correlation id %q)\nwant %s (no correlation id)", d.Body, d.CorrelationId, wantEvent)
 	}
 	// exchange-mass is bound to exchange-in-ID, so the node gets the event
 	// too, and before the result: the backend publishes it first.
@@ -522,6 +522,43 @@ func TestReconnects(t *testing.T) {
 		await(t, n.answers, fmt.Sprintf("the answer after %d dropped connections", i), byCorrelation(corr))
 		p.dropAll()
 	}
+}
+
+// When the exchange answers go to vanishes (its node deleted it), the failed
+// publish closes the backend's channel: it must start over, declaring the
+// exchange again, and keep answering, not spin on the call.
+func TestRecoversFromMissingExchange(t *testing.T) {
+	conn := dial(t)
+	n := newNode(t, conn)
+	startBackend(t, echo.Config{Nodes: []string{n.id}, CopyCorrelationID: true})
+	corr := uniq("corr")
+	n.call(t, corr, `{"id":1,"method":"m","token":"t"}`, nil)
+	await(t, n.answers, "the first answer", byCorrelation(corr))
+
+	ch := channel(t, conn)
+	if err := ch.ExchangeDelete(n.exchangeIn(), false, false); err != nil {
+		t.Fatal(err)
+	}
+	n.call(t, uniq("lost"), `{"id":2,"method":"m","token":"t"}`, nil) // its answer has nowhere to go
+	deadline := time.Now().Add(waitTimeout)
+	for { // until the backend has declared exchange-in-ID again
+		probe := channel(t, conn)
+		err := probe.ExchangeDeclarePassive(n.exchangeIn(), amqp.ExchangeFanout, true, false, false, false, nil)
+		if err == nil {
+			_ = probe.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exchange %s not declared again: %v", n.exchangeIn(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := ch.QueueBind(n.queueIn(), "", n.exchangeIn(), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	corr = uniq("corr")
+	n.call(t, corr, `{"id":3,"method":"m","token":"t"}`, nil)
+	await(t, n.answers, "the answer after the exchange came back", byCorrelation(corr))
 }
 
 func TestPublishEvent(t *testing.T) {

@@ -1,0 +1,325 @@
+// Command loadgen measures a running Piped node: the resident memory each
+// idle WebSocket connection costs, and the call rate through the node
+// compared side by side with the same round trip made directly on the
+// broker (the same echo backend answering both).
+//
+//	loadgen idle  --url ws://127.0.0.1:8080 --metrics http://127.0.0.1:8080/metrics --conns 10000
+//	loadgen calls --url ws://127.0.0.1:8080 --conns 50 --inflight 20 --duration 10s
+//	loadgen raw   --amqp-url amqp://guest:guest@127.0.0.1:5672/ --node raw-1 --conns 50 --inflight 20 --duration 10s
+//
+// Numbers from one machine are comparable only with numbers from the same
+// run: compare ratios, not absolute values.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: loadgen idle|calls|raw [flags]")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	url := fs.String("url", "ws://127.0.0.1:8080", "node base URL")
+	metrics := fs.String("metrics", "http://127.0.0.1:8080/metrics", "node metrics URL")
+	amqpURL := fs.String("amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "broker URL (raw)")
+	node := fs.String("node", "raw-bench", "node id whose topology raw mode uses (no piped node must run with it)")
+	conns := fs.Int("conns", 100, "connections")
+	inflight := fs.Int("inflight", 10, "calls in flight per connection")
+	duration := fs.Duration("duration", 10*time.Second, "how long to make calls")
+	settle := fs.Duration("settle", 5*time.Second, "idle: wait before measuring")
+	_ = fs.Parse(os.Args[2:])
+	var err error
+	switch os.Args[1] {
+	case "idle":
+		err = idle(*url, *metrics, *conns, *settle)
+	case "calls":
+		err = calls(*url, *conns, *inflight, *duration)
+	case "raw":
+		err = raw(*amqpURL, *node, *conns, *inflight, *duration)
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+// rss reads process_resident_memory_bytes from the node's metrics.
+func rss(metricsURL string) (float64, error) {
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no process_resident_memory_bytes in %s", metricsURL)
+}
+
+// dialer spreads client ports over 127.0.0.x source addresses.
+func dialer(i int) *websocket.Dialer {
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i/20000))}
+	return &websocket.Dialer{NetDial: (&net.Dialer{LocalAddr: src}).Dial, HandshakeTimeout: 30 * time.Second}
+}
+
+func idle(base, metricsURL string, n int, settle time.Duration) error {
+	before, err := rss(metricsURL)
+	if err != nil {
+		return err
+	}
+	ws := make([]*websocket.Conn, 0, n)
+	defer func() {
+		for _, c := range ws {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	for i := range n {
+		c, _, err := dialer(i).Dial(fmt.Sprintf("%s/api/idle-%d", base, i), nil)
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		ws = append(ws, c)
+		// Answer pings, discard everything: an idle, well-behaved client.
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	fmt.Printf("opened %d connections in %v\n", n, time.Since(start).Round(time.Millisecond))
+	time.Sleep(settle)
+	after, err := rss(metricsURL)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("node RSS before %.1f MiB, with %d idle connections %.1f MiB: %.0f bytes (%.2f KiB) per connection\n",
+		before/(1<<20), n, after/(1<<20), (after-before)/float64(n), (after-before)/float64(n)/1024)
+	return nil
+}
+
+type stats struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	done      atomic.Int64
+	errors    atomic.Int64
+}
+
+func (s *stats) add(d time.Duration) {
+	s.mu.Lock()
+	s.latencies = append(s.latencies, d)
+	s.mu.Unlock()
+	s.done.Add(1)
+}
+
+func (s *stats) report(mode string, elapsed time.Duration) {
+	slices.Sort(s.latencies)
+	q := func(p float64) time.Duration {
+		if len(s.latencies) == 0 {
+			return 0
+		}
+		return s.latencies[int(float64(len(s.latencies)-1)*p)]
+	}
+	fmt.Printf("%s: %d calls in %v = %.0f calls/s; errors %d; latency p50 %v p99 %v max %v\n",
+		mode, s.done.Load(), elapsed.Round(time.Millisecond), float64(s.done.Load())/elapsed.Seconds(),
+		s.errors.Load(), q(0.5), q(0.99), q(1))
+}
+
+// calls keeps inflight calls per connection going through the node.
+func calls(base string, n, inflight int, d time.Duration) error {
+	var st stats
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		c, _, err := dialer(i).Dial(fmt.Sprintf("%s/api/bench-%d", base, i), nil)
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		defer c.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent := make(map[int]time.Time, inflight)
+			next := 0
+			var wmu sync.Mutex
+			send := func() error {
+				wmu.Lock()
+				defer wmu.Unlock()
+				sent[next] = time.Now()
+				next++
+				return c.WriteMessage(websocket.TextMessage, []byte(`{"id":`+strconv.Itoa(next-1)+`,"method":"bench","payload":{"n":1}}`))
+			}
+			for range inflight {
+				if send() != nil {
+					return
+				}
+			}
+			for {
+				_, b, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				var m struct {
+					ID   int
+					Type string
+				}
+				_ = json.Unmarshal(b, &m)
+				wmu.Lock()
+				t0 := sent[m.ID]
+				delete(sent, m.ID)
+				wmu.Unlock()
+				if m.Type == "result" {
+					st.add(time.Since(t0))
+				} else {
+					st.errors.Add(1)
+				}
+				if ctx.Err() != nil {
+					wmu.Lock()
+					left := len(sent)
+					wmu.Unlock()
+					if left == 0 {
+						return
+					}
+					continue
+				}
+				if send() != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st.report("through piped", time.Since(start))
+	return nil
+}
+
+// raw makes the same round trip on the broker directly: publish the call to
+// exchange-out-{node} (the echo backend consumes queue-out-{node} and answers
+// to exchange-in-{node}), consume queue-in-{node}. Publisher confirms are
+// used as piped uses them.
+func raw(url, node string, n, inflight int, d time.Duration) error {
+	pubConn, err := amqp.Dial(url)
+	if err != nil {
+		return err
+	}
+	defer pubConn.Close()
+	consConn, err := amqp.Dial(url)
+	if err != nil {
+		return err
+	}
+	defer consConn.Close()
+	ch, err := consConn.Channel()
+	if err != nil {
+		return err
+	}
+	for _, ex := range []string{"exchange-in-" + node, "exchange-out-" + node} {
+		if err := ch.ExchangeDeclare(ex, "fanout", true, false, false, false, nil); err != nil {
+			return err
+		}
+	}
+	for _, q := range [][2]string{{"queue-in-" + node, "exchange-in-" + node}, {"queue-out-" + node, "exchange-out-" + node}} {
+		if _, err := ch.QueueDeclare(q[0], true, false, false, false, nil); err != nil {
+			return err
+		}
+		if err := ch.QueueBind(q[0], "", q[1], false, nil); err != nil {
+			return err
+		}
+	}
+	if err := ch.Qos(512, 0, false); err != nil {
+		return err
+	}
+	deliveries, err := ch.Consume("queue-in-"+node, "", false, false, false, false, nil)
+	if err != nil {
+		return err
+	}
+	pub, err := pubConn.Channel()
+	if err != nil {
+		return err
+	}
+	if err := pub.Confirm(false); err != nil {
+		return err
+	}
+	confirms := pub.NotifyPublish(make(chan amqp.Confirmation, 4096))
+	go func() {
+		for range confirms {
+		}
+	}()
+	var st stats
+	var mu sync.Mutex
+	sent := make(map[string]time.Time)
+	seq := 0
+	deadline := time.Now().Add(d)
+	publish := func(token string) error {
+		mu.Lock()
+		seq++
+		corr := strconv.Itoa(seq)
+		sent[corr] = time.Now()
+		mu.Unlock()
+		body := []byte(`{"id":` + corr + `,"method":"bench","token":"` + token + `","payload":{"n":1}}`)
+		return pub.Publish("exchange-out-"+node, "bench", true, false, amqp.Publishing{
+			ContentType: "application/json", CorrelationId: corr, ReplyTo: "queue-in-" + node, Body: body})
+	}
+	start := time.Now()
+	for i := range n {
+		for range inflight {
+			if err := publish("bench-" + strconv.Itoa(i)); err != nil {
+				return err
+			}
+		}
+	}
+	for del := range deliveries {
+		_ = del.Ack(false)
+		var m struct{ Token string }
+		_ = json.Unmarshal(del.Body, &m)
+		mu.Lock()
+		t0, ok := sent[del.CorrelationId]
+		delete(sent, del.CorrelationId)
+		left := len(sent)
+		mu.Unlock()
+		if ok {
+			st.add(time.Since(t0))
+		}
+		if time.Now().Before(deadline) {
+			if err := publish(m.Token); err != nil {
+				return err
+			}
+		} else if left == 0 {
+			break
+		}
+	}
+	st.report("raw broker", time.Since(start))
+	for _, q := range []string{"queue-in-" + node, "queue-out-" + node} {
+		_, _ = ch.QueueDelete(q, false, false, false)
+	}
+	for _, ex := range []string{"exchange-in-" + node, "exchange-out-" + node} {
+		_ = ch.ExchangeDelete(ex, false, false)
+	}
+	return nil
+}
