@@ -17,13 +17,40 @@ type dispatcher struct {
 
 func newDispatcher(r *Router) *dispatcher { return &dispatcher{r: r} }
 
-// dispatch routes one delivery and acks it. Nothing a backend sends can make
-// it fail: malformed messages are logged, counted and dropped.
-func (d *dispatcher) dispatch(del *amqp.Delivery) {
-	d.route(del)
-	if err := del.Ack(false); err != nil {
+// ackBatch is the most deliveries acknowledged at once; it must stay well
+// below amqp.prefetch so the broker never waits for an ack.
+const ackBatch = 64
+
+// acker is the part of *amqp.Channel the dispatcher acknowledges with.
+type acker interface {
+	Ack(tag uint64, multiple bool) error
+}
+
+// dispatchBatch routes first and whatever deliveries are already waiting
+// (up to ackBatch), then acknowledges them all with one multiple-ack: under
+// load one ack frame serves many messages, when idle each is acked at once.
+// It reports false when deliveries was closed.
+func (d *dispatcher) dispatchBatch(ch acker, first *amqp.Delivery, deliveries <-chan amqp.Delivery) bool {
+	d.route(first)
+	last, open := first.DeliveryTag, true
+batch:
+	for n := 1; n < ackBatch; n++ {
+		select {
+		case del, ok := <-deliveries:
+			if !ok {
+				open = false
+				break batch
+			}
+			d.route(&del)
+			last = del.DeliveryTag
+		default:
+			break batch
+		}
+	}
+	if err := ch.Ack(last, true); err != nil {
 		d.r.log.Debug("ack failed; the session is ending", "error", err)
 	}
+	return open
 }
 
 func (d *dispatcher) route(del *amqp.Delivery) {

@@ -325,7 +325,9 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 			if !ok {
 				return true, closeErr("in-queue consumer", nil)
 			}
-			d.dispatch(&del)
+			if !d.dispatchBatch(consCh, &del, deliveries) {
+				return true, closeErr("in-queue consumer", nil)
+			}
 		}
 	}
 }
