@@ -61,6 +61,17 @@ func run() int {
 // get an error and every connection is closed; then the broker connections.
 func serve(cfg *config.Config, log *slog.Logger) error {
 	metrics := telemetry.NewMetrics()
+	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node.ID, os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(ctx); err != nil {
+			log.Warn("flushing spans", "error", err)
+		}
+	}()
 	hub := gateway.NewHub()
 	router := routing.New(routing.Options{
 		NodeID:  cfg.Node.ID,
@@ -69,6 +80,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		Hub:     hub,
 		Logger:  log,
 		Metrics: metrics,
+		Tracing: tracing,
 	})
 	srv := gateway.New(gateway.Options{
 		WS:        cfg.WS,
@@ -77,6 +89,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		Hub:       hub,
 		Logger:    log,
 		Metrics:   metrics,
+		Tracing:   tracing,
 	})
 
 	addr := net.JoinHostPort(cfg.HTTP.Host, strconv.Itoa(cfg.HTTP.Port))

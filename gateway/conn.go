@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/telemetry"
@@ -64,7 +67,8 @@ type connConfig struct {
 	burst          int
 	log            *slog.Logger
 	metrics        *telemetry.Metrics
-	readBufs       sync.Pool // *[]byte
+	tracing        *telemetry.Tracing // may be nil
+	readBufs       sync.Pool          // *[]byte
 }
 
 func newConn(ws *websocket.Conn, token string, hub *Hub, router Router, cfg *connConfig) *Conn {
@@ -312,7 +316,7 @@ func (c *Conn) readLoop(ctx context.Context) Disconnect {
 		if mt == websocket.TextMessage {
 			c.handleFrame(ctx, buf)
 		} else {
-			c.reject(nil, protocol.CodeBadRequest, "binary frames are not supported; send JSON text frames")
+			c.reject(ctx, nil, protocol.CodeBadRequest, "binary frames are not supported; send JSON text frames")
 		}
 		c.putReadBuffer(bp, buf)
 	}
@@ -357,18 +361,22 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 	if err != nil {
 		var fe *protocol.FrameError
 		if errors.As(err, &fe) {
-			c.reject(fe.ID, protocol.CodeBadRequest, fe.Reason)
+			c.reject(ctx, fe.ID, protocol.CodeBadRequest, fe.Reason)
 		} else {
-			c.reject(nil, protocol.CodeBadRequest, err.Error())
+			c.reject(ctx, nil, protocol.CodeBadRequest, err.Error())
 		}
 		return
+	}
+	if f.TraceParent != "" && c.cfg.tracing != nil {
+		// A client may start the trace: its call span becomes our parent.
+		ctx = c.cfg.tracing.Propagator.Extract(ctx, telemetry.FrameCarrier{TraceParent: f.TraceParent, TraceState: f.TraceState})
 	}
 	if f.Method == "ping" {
 		c.Send(protocol.AppendPong(nil, f.ID))
 		return
 	}
 	if !c.bucket.allow(time.Now()) {
-		c.reject(f.ID, protocol.CodeTooManyRequests, "call rate limit exceeded (ws.rate_per_second)")
+		c.reject(ctx, f.ID, protocol.CodeTooManyRequests, "call rate limit exceeded (ws.rate_per_second)")
 		return
 	}
 	c.mu.Lock()
@@ -378,11 +386,11 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 		return
 	case c.draining:
 		c.mu.Unlock()
-		c.reject(f.ID, protocol.CodeShuttingDown, "the node is shutting down; reconnect and call again")
+		c.reject(ctx, f.ID, protocol.CodeShuttingDown, "the node is shutting down; reconnect and call again")
 		return
 	case f.ID != nil && c.inflight >= c.cfg.maxInflight:
 		c.mu.Unlock()
-		c.reject(f.ID, protocol.CodeTooManyRequests, "too many calls in flight on this connection (ws.max_inflight)")
+		c.reject(ctx, f.ID, protocol.CodeTooManyRequests, "too many calls in flight on this connection (ws.max_inflight)")
 		return
 	}
 	if f.ID != nil {
@@ -392,9 +400,19 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 	c.router.Call(ctx, c.token, &f, c)
 }
 
-// reject answers a frame with an error without involving the broker.
-func (c *Conn) reject(id []byte, code, message string) {
+// reject answers a frame with an error without involving the broker,
+// under a span of its own with an error status.
+func (c *Conn) reject(ctx context.Context, id []byte, code, message string) {
 	c.cfg.metrics.CallErrors.WithLabelValues(code).Inc()
+	if t := c.cfg.tracing; t != nil {
+		_, span := t.Tracer().Start(ctx, "reject", trace.WithSpanKind(trace.SpanKindServer))
+		if span.IsRecording() {
+			span.SetStatus(codes.Error, code)
+			span.SetAttributes(attribute.String("piped.error.code", code), attribute.String("piped.error.message", message),
+				attribute.String("piped.token_hash", telemetry.TokenHash(c.token)))
+		}
+		span.End()
+	}
 	c.Send(protocol.AppendError(nil, id, code, message))
 }
 

@@ -12,6 +12,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/piped-dev/piped/config"
@@ -24,10 +28,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeRouter answers every call with its method echoed, unless hold is set,
 // in which case it keeps the answerers until release.
 type fakeRouter struct {
-	mu    sync.Mutex
-	hold  bool
-	held  []func()
-	calls []string
+	mu       sync.Mutex
+	hold     bool
+	held     []func()
+	calls    []string
+	traceIDs []string
 }
 
 func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
@@ -38,6 +43,9 @@ func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, 
 	msg := []byte(`{"type":"result","method":"` + f.Method + `"}`)
 	r.mu.Lock()
 	r.calls = append(r.calls, token+" "+string(protocol.AppendCall(nil, f, token)))
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.traceIDs = append(r.traceIDs, sc.TraceID().String())
+	}
 	if r.hold {
 		r.held = append(r.held, func() { from.Answer(id, msg) })
 		r.mu.Unlock()
@@ -69,6 +77,10 @@ type testServer struct {
 }
 
 func newTestServer(t *testing.T, tweak func(*config.WS)) *testServer {
+	return newTracedTestServer(t, tweak, nil)
+}
+
+func newTracedTestServer(t *testing.T, tweak func(*config.WS), tracing *telemetry.Tracing) *testServer {
 	t.Helper()
 	ws := config.Defaults().WS
 	if tweak != nil {
@@ -76,7 +88,7 @@ func newTestServer(t *testing.T, tweak func(*config.WS)) *testServer {
 	}
 	ts := &testServer{hub: NewHub(), router: &fakeRouter{}}
 	ts.srv = New(Options{WS: ws, Router: ts.router, Readiness: ready{}, Hub: ts.hub,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics()})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics(), Tracing: tracing})
 	ts.Server = httptest.NewServer(ts.srv.Handler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -288,5 +300,37 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A rejected frame gets a span with an error status, under the client's
+// traceparent when the frame carried one.
+func TestRejectSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ts := newTracedTestServer(t, nil, telemetry.NewTestTracing(tp))
+	c := ts.dial(t, "tok")
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`)); err != nil {
+		t.Fatal(err)
+	}
+	read(t, c)
+	waitFor(t, func() bool { return len(rec.Ended()) == 1 })
+	s := rec.Ended()[0]
+	if s.Name() != "reject" || s.Status().Code != codes.Error || s.Status().Description != "bad_request" {
+		t.Fatalf("span %q status %+v", s.Name(), s.Status())
+	}
+	// The frame was rejected before its traceparent was read: a root span.
+	if s.Parent().IsValid() {
+		t.Fatalf("reject span has parent %v", s.Parent())
+	}
+	// A valid call frame's traceparent reaches the router's context.
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"id":2,"method":"m","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`)); err != nil {
+		t.Fatal(err)
+	}
+	read(t, c)
+	ts.router.mu.Lock()
+	defer ts.router.mu.Unlock()
+	if got := ts.router.traceIDs; len(got) != 1 || got[0] != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Fatalf("router saw trace ids %q", got)
 	}
 }

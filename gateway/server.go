@@ -42,6 +42,7 @@ type Options struct {
 	Hub       *Hub
 	Logger    *slog.Logger
 	Metrics   *telemetry.Metrics
+	Tracing   *telemetry.Tracing // nil: no spans, client traceparent ignored
 }
 
 // Server is the HTTP side of a node.
@@ -81,6 +82,7 @@ func New(o Options) *Server {
 			burst:          o.WS.RateBurst,
 			log:            o.Logger,
 			metrics:        o.Metrics,
+			tracing:        o.Tracing,
 		},
 	}
 	s.upgrader = websocket.Upgrader{

@@ -23,7 +23,9 @@ func BenchmarkDispatchResult(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
 		c := &call{from: nopAnswerer{}, token: "0123456789abcdef", id: []byte("1"), method: "get-article", start: time.Now()}
-		r.pending.add(c, time.Hour, r.expire)
+		c.span = noopSpan
+		r.pending.assign(c)
+		r.pending.insert(c, time.Hour, r.expire)
 		d.route(&amqp.Delivery{Body: body, CorrelationId: r.pending.correlationID(c)})
 	}
 }

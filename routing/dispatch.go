@@ -1,12 +1,16 @@
 package routing
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/telemetry"
 )
 
 // dispatcher routes in-queue deliveries to connections. It runs on the
@@ -53,8 +57,12 @@ batch:
 	return open
 }
 
+// route handles one delivery. Nothing a backend sends can make it fail:
+// malformed messages are logged, counted and dropped.
 func (d *dispatcher) route(del *amqp.Delivery) {
 	r := d.r
+	// The backend's trace context, when it put one on the message.
+	parent := r.prop.Extract(context.Background(), telemetry.AMQPHeaders(del.Headers))
 	in, err := protocol.ParseInbound(del.Body)
 	if err != nil {
 		reason := "not_json"
@@ -64,46 +72,87 @@ func (d *dispatcher) route(del *amqp.Delivery) {
 		case errors.Is(err, protocol.ErrNoToken):
 			reason = "no_token"
 		}
-		r.metrics.Dropped.WithLabelValues(reason).Inc()
-		r.log.Warn("dropped malformed backend message", "reason", reason, "error", err,
-			"bytes", len(del.Body), "correlation_id", del.CorrelationId, "message_id", del.MessageId)
+		ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body))
+		d.drop(ctx, span, del, slog.LevelWarn, reason, "dropped malformed backend message", "error", err, "bytes", len(del.Body))
 		return
 	}
 	if in.Type != "result" {
 		r.metrics.Events.Inc()
-		if r.hub.Broadcast(in.Token, in.Body) == 0 {
-			r.metrics.Dropped.WithLabelValues("no_connection").Inc()
-		}
+		d.broadcast(parent, del, &in)
 		return
 	}
-	if n, ours := r.pending.parseCorrelation(del.CorrelationId); ours {
-		c := r.pending.takeByCorr(n)
-		if c == nil {
-			// Answered already (timeout, error) or from an earlier session: never deliver twice.
-			r.metrics.Dropped.WithLabelValues("late").Inc()
-			return
-		}
-		d.deliver(c, in.Body, "correlation")
-		return
-	}
-	if c := r.pending.takeByKey(in.Token, in.ID, in.Method); c != nil {
-		d.deliver(c, in.Body, "match")
-		return
-	}
-	if del.Redelivered {
-		// Seen before the last reconnect, and its call is gone: it was delivered then.
-		r.metrics.Dropped.WithLabelValues("redelivered").Inc()
-		return
-	}
-	// No call waits for it: the original Piped's behaviour, every connection of the token.
-	r.metrics.Results.WithLabelValues("broadcast").Inc()
-	if r.hub.Broadcast(in.Token, in.Body) == 0 {
-		r.metrics.Dropped.WithLabelValues("no_connection").Inc()
+	c, routedBy := d.match(del, &in)
+	switch {
+	case c != nil:
+		d.deliver(parent, del, c, in.Body, routedBy)
+	case routedBy == "late", routedBy == "redelivered":
+		// Late: answered already (timeout, error) or from an earlier session.
+		// Redelivered: seen before a reconnect; its call is gone, so it was
+		// delivered then. Either way: never deliver twice.
+		ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body))
+		d.drop(ctx, span, del, slog.LevelDebug, routedBy, "dropped result: no call waits for it")
+	default:
+		// No call waits for it: the original Piped's behaviour, every connection of the token.
+		r.metrics.Results.WithLabelValues("broadcast").Inc()
+		d.broadcast(parent, del, &in)
 	}
 }
 
-func (d *dispatcher) deliver(c *call, body []byte, routedBy string) {
-	d.r.metrics.Results.WithLabelValues(routedBy).Inc()
-	d.r.metrics.CallDuration.WithLabelValues("result").Observe(time.Since(c.start).Seconds())
+// match finds the pending call a result answers: by our correlation id,
+// else by token, id and method (oldest first). With no call it says why:
+// "late", "redelivered" or "broadcast".
+func (d *dispatcher) match(del *amqp.Delivery, in *protocol.Inbound) (*call, string) {
+	r := d.r
+	if n, ours := r.pending.parseCorrelation(del.CorrelationId); ours {
+		if c := r.pending.takeByCorr(n); c != nil {
+			return c, "correlation"
+		}
+		return nil, "late"
+	}
+	if c := r.pending.takeByKey(in.Token, in.ID, in.Method); c != nil {
+		return c, "match"
+	}
+	if del.Redelivered {
+		return nil, "redelivered"
+	}
+	return nil, "broadcast"
+}
+
+// deliver answers call c with a result, under a process span that is a
+// child of the backend's span (or of the call's, when the backend sent no
+// trace context) and linked to the call.
+func (d *dispatcher) deliver(parent context.Context, del *amqp.Delivery, c *call, body []byte, routedBy string) {
+	r := d.r
+	if !trace.SpanContextFromContext(parent).IsValid() {
+		parent = trace.ContextWithSpan(parent, c.span)
+	}
+	ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body), trace.Link{SpanContext: c.span.SpanContext()})
+	_, send := r.tracer.Start(ctx, spanSend, trace.WithSpanKind(trace.SpanKindInternal))
+	r.metrics.Results.WithLabelValues(routedBy).Inc()
+	r.metrics.CallDuration.WithLabelValues("result").Observe(time.Since(c.start).Seconds())
 	c.from.Answer(c.id, body)
+	send.End()
+	span.End()
+	c.span.End()
+}
+
+// broadcast writes a message to every connection of its token.
+func (d *dispatcher) broadcast(parent context.Context, del *amqp.Delivery, in *protocol.Inbound) {
+	r := d.r
+	ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body))
+	_, send := r.tracer.Start(ctx, spanSend, trace.WithSpanKind(trace.SpanKindInternal))
+	n := r.hub.Broadcast(in.Token, in.Body)
+	send.End()
+	if n == 0 {
+		r.metrics.Dropped.WithLabelValues("no_connection").Inc()
+	}
+	span.End()
+}
+
+// drop counts, logs and ends the span of a message that goes nowhere.
+func (d *dispatcher) drop(ctx context.Context, span trace.Span, del *amqp.Delivery, level slog.Level, reason, msg string, attrs ...any) {
+	d.r.metrics.Dropped.WithLabelValues(reason).Inc()
+	attrs = append(attrs, "reason", reason, "correlation_id", del.CorrelationId, "message_id", del.MessageId)
+	d.r.log.Log(ctx, level, msg, attrs...)
+	endError(span, reason)
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/piped-dev/piped/protocol"
 )
 
@@ -28,7 +30,8 @@ type call struct {
 	method string
 	key    string // token \x00 id \x00 method, for results without our correlation id
 	start  time.Time
-	timer  *time.Timer
+	span   trace.Span  // the call's span, ended with its answer
+	timer  *time.Timer // guarded by shard.mu
 
 	// Guarded by shard.mu.
 	done bool
@@ -68,15 +71,19 @@ func matchKey(token string, id []byte, method string) string {
 	return b.String()
 }
 
-// add registers c (whose from, token, id, method and start are set),
-// assigns its correlation number and starts its timer: expire runs after
-// timeout unless c is taken first.
-func (t *pendingTable) add(c *call, timeout time.Duration, expire func(*call)) {
+// assign gives c (whose from, token, id, method and start are set) its
+// shard and correlation number; insert then makes it pending.
+func (t *pendingTable) assign(c *call) {
 	si := maphash.String(t.seed, c.token) % pendingShards
-	s := &t.shards[si]
-	c.shard = s
+	c.shard = &t.shards[si]
 	c.key = matchKey(c.token, c.id, c.method)
 	c.corr = t.counter.Add(1)*pendingShards + si
+}
+
+// insert makes an assigned call pending and starts its timer: expire runs
+// after timeout unless c is taken first.
+func (t *pendingTable) insert(c *call, timeout time.Duration, expire func(*call)) {
+	s := c.shard
 	s.mu.Lock()
 	c.timer = time.AfterFunc(timeout, func() { expire(c) })
 	s.byCorr[c.corr] = c

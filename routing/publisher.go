@@ -7,14 +7,17 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/piped-dev/piped/protocol"
 )
 
 // unconfirmed is a call published but not yet confirmed by the broker.
 type unconfirmed struct {
-	seq uint64
-	c   *call
-	at  time.Time
+	seq  uint64
+	c    *call
+	at   time.Time
+	span trace.Span // the PRODUCER span, ended at the confirm
 }
 
 // publisher publishes calls on one confirm-mode channel. Confirms are
@@ -36,33 +39,23 @@ func newPublisher(r *Router, ch *amqp.Channel) *publisher {
 	return &publisher{r: r, ch: ch}
 }
 
-// publish registers c as pending and sends body for it. Registering under
-// the publish lock keeps the pending table in publish order, which is the
-// order in which a backend that does not copy correlation ids answers. On
-// error c is still pending; the caller takes it and answers.
-func (p *publisher) publish(c *call, body []byte) error {
-	msg := amqp.Publishing{
-		ContentType: "application/json",
-		ReplyTo:     p.r.topo.QueueIn,
-		Timestamp:   c.start,
-		Expiration:  p.r.expiration,
-		AppId:       "piped",
-		Headers:     p.r.headers,
-		Body:        body,
-	}
+// publish makes the assigned call c pending and sends msg for it.
+// Inserting under the publish lock keeps the pending table in publish
+// order, which is the order in which a backend that does not copy
+// correlation ids answers. On error c is still pending; the caller takes it
+// and answers.
+func (p *publisher) publish(c *call, msg *amqp.Publishing, span trace.Span) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.r.pending.add(c, p.r.timeout, p.r.expire)
+	p.r.pending.insert(c, p.r.timeout, p.r.expire)
 	if p.closed {
 		return amqp.ErrClosed
 	}
-	msg.CorrelationId = p.r.pending.correlationID(c)
-	msg.MessageId = msg.CorrelationId
 	seq := p.ch.GetNextPublishSeqNo()
-	if err := p.ch.Publish(p.r.topo.ExchangeOut, routingKey(c.method), true, false, msg); err != nil {
+	if err := p.ch.Publish(p.r.topo.ExchangeOut, routingKey(c.method), true, false, *msg); err != nil {
 		return err
 	}
-	p.queue = append(p.queue, unconfirmed{seq: seq, c: c, at: time.Now()})
+	p.queue = append(p.queue, unconfirmed{seq: seq, c: c, at: time.Now(), span: span})
 	return nil
 }
 
@@ -149,14 +142,20 @@ func (p *publisher) run(ctx context.Context, confirms <-chan amqp.Confirmation, 
 				continue
 			}
 			p.r.metrics.ConfirmDuration.Observe(time.Since(u.at).Seconds())
-			if !conf.Ack && p.r.pending.take(u.c) {
-				p.r.answerError(u.c, protocol.CodeUnavailable, "the broker refused the call (nack)")
+			if !conf.Ack {
+				endError(u.span, protocol.CodeUnavailable)
+				if p.r.pending.take(u.c) {
+					p.r.answerError(u.c, protocol.CodeUnavailable, "the broker refused the call (nack)")
+				}
+				continue
 			}
+			u.span.End()
 		case now := <-tick.C:
 			p.mu.Lock()
 			late := p.expiredLocked(now.Add(-p.r.confirmTimeout))
 			p.mu.Unlock()
 			for _, u := range late {
+				endError(u.span, protocol.CodeUnavailable)
 				if p.r.pending.take(u.c) {
 					p.r.answerError(u.c, protocol.CodeUnavailable, "the broker did not confirm the call in time")
 				}
@@ -176,6 +175,7 @@ func (p *publisher) shutdown() {
 	p.queue, p.head = nil, 0
 	p.mu.Unlock()
 	for _, u := range rest {
+		endError(u.span, protocol.CodeUnavailable)
 		if p.r.pending.take(u.c) {
 			p.r.answerError(u.c, protocol.CodeUnavailable, "the broker connection was lost before the call was confirmed")
 		}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
@@ -39,28 +41,31 @@ type Options struct {
 	Hub     Hub
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics
+	Tracing *telemetry.Tracing // nil: no spans and no trace propagation
 }
 
 // Router publishes calls and dispatches the in-queue. Create it with New,
 // run it with Run; Call and Ready may be used from any goroutine at any time.
 type Router struct {
 	// Set at construction.
-	url            string
-	nodeID         string
-	topo           Topology
-	prefetch       int
-	heartbeat      time.Duration
-	confirmTimeout time.Duration
-	reconnectMin   time.Duration
-	reconnectMax   time.Duration
-	timeout        time.Duration
-	expiration     string
-	headers        amqp.Table // read-only after New
-	hub            Hub
-	log            *slog.Logger
-	metrics        *telemetry.Metrics
-	pending        *pendingTable
-	bufs           sync.Pool // *[]byte for call bodies
+	url                              string
+	nodeID                           string
+	topo                             Topology
+	prefetch                         int
+	heartbeat                        time.Duration
+	confirmTimeout                   time.Duration
+	reconnectMin                     time.Duration
+	reconnectMax                     time.Duration
+	timeout                          time.Duration
+	expiration                       string
+	hub                              Hub
+	log                              *slog.Logger
+	metrics                          *telemetry.Metrics
+	pending                          *pendingTable
+	bufs                             sync.Pool // *[]byte for call bodies
+	tracer                           trace.Tracer
+	prop                             propagation.TextMapPropagator
+	publishSpanName, processSpanName string
 
 	pub     atomic.Pointer[publisher] // nil while not connected
 	blocked atomic.Bool
@@ -74,23 +79,28 @@ type Router struct {
 func New(o Options) *Router {
 	nonce := make([]byte, 4)
 	_, _ = crand.Read(nonce)
+	tracer, tracing := tracerOf(o.Tracing)
+	topo := NewTopology(o.AMQP, o.NodeID)
 	return &Router{
-		url:            o.AMQP.URL,
-		nodeID:         o.NodeID,
-		topo:           NewTopology(o.AMQP, o.NodeID),
-		prefetch:       o.AMQP.Prefetch,
-		heartbeat:      o.AMQP.Heartbeat,
-		confirmTimeout: o.AMQP.ConfirmTimeout,
-		reconnectMin:   o.AMQP.ReconnectMin,
-		reconnectMax:   o.AMQP.ReconnectMax,
-		timeout:        o.Timeout,
-		expiration:     strconv.FormatInt(o.Timeout.Milliseconds(), 10),
-		headers:        amqp.Table{"x-piped-node": o.NodeID},
-		hub:            o.Hub,
-		log:            o.Logger,
-		metrics:        o.Metrics,
-		pending:        newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
-		notReady:       ErrNotConnected,
+		tracer:          tracer,
+		prop:            tracing.Propagator,
+		publishSpanName: "publish " + topo.ExchangeOut,
+		processSpanName: "process " + topo.QueueIn,
+		url:             o.AMQP.URL,
+		nodeID:          o.NodeID,
+		topo:            topo,
+		prefetch:        o.AMQP.Prefetch,
+		heartbeat:       o.AMQP.Heartbeat,
+		confirmTimeout:  o.AMQP.ConfirmTimeout,
+		reconnectMin:    o.AMQP.ReconnectMin,
+		reconnectMax:    o.AMQP.ReconnectMax,
+		timeout:         o.Timeout,
+		expiration:      strconv.FormatInt(o.Timeout.Milliseconds(), 10),
+		hub:             o.Hub,
+		log:             o.Logger,
+		metrics:         o.Metrics,
+		pending:         newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
+		notReady:        ErrNotConnected,
 	}
 }
 
@@ -123,6 +133,7 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 	if f.ID != nil {
 		c.id = append([]byte(nil), f.ID...)
 	}
+	ctx = r.startCall(ctx, c)
 	p := r.pub.Load()
 	if p == nil || r.blocked.Load() {
 		reason := "the broker is not connected"
@@ -132,18 +143,35 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 		r.answerError(c, protocol.CodeUnavailable, reason)
 		return
 	}
+	r.pending.assign(c)
+	corrID := r.pending.correlationID(c)
+	pctx, pspan := r.startPublish(ctx, c, corrID)
+	headers := amqp.Table{"x-piped-node": r.nodeID}
+	r.prop.Inject(pctx, telemetry.AMQPHeaders(headers))
+
 	bp, _ := r.bufs.Get().(*[]byte)
 	if bp == nil {
 		b := make([]byte, 0, 512)
 		bp = &b
 	}
-	body := protocol.AppendCall((*bp)[:0], f, token)
-	err := p.publish(c, body)
-	if cap(body) <= 64<<10 {
-		*bp = body
+	msg := amqp.Publishing{
+		ContentType:   "application/json",
+		CorrelationId: corrID,
+		MessageId:     corrID,
+		ReplyTo:       r.topo.QueueIn,
+		Timestamp:     c.start,
+		Expiration:    r.expiration,
+		AppId:         "piped",
+		Headers:       headers,
+		Body:          protocol.AppendCall((*bp)[:0], f, token),
+	}
+	err := p.publish(c, &msg, pspan)
+	if cap(msg.Body) <= 64<<10 {
+		*bp = msg.Body
 		r.bufs.Put(bp)
 	}
 	if err != nil {
+		endError(pspan, protocol.CodeUnavailable)
 		if r.pending.take(c) {
 			r.answerError(c, protocol.CodeUnavailable, "the broker is not connected")
 		}
@@ -165,6 +193,7 @@ func (r *Router) answerError(c *call, code, message string) {
 	r.metrics.CallErrors.WithLabelValues(code).Inc()
 	r.metrics.CallDuration.WithLabelValues(code).Observe(time.Since(c.start).Seconds())
 	c.from.Answer(c.id, protocol.AppendError(nil, c.id, code, message))
+	endError(c.span, code)
 }
 
 // FailPending answers every pending call with an error: used at the end of a

@@ -63,7 +63,9 @@ func addCall(r *Router, from *sink, token, id, method string) *call {
 	if id != "" {
 		c.id = []byte(id)
 	}
-	r.pending.add(c, r.timeout, r.expire)
+	c.span = noopSpan
+	r.pending.assign(c)
+	r.pending.insert(c, r.timeout, r.expire)
 	return c
 }
 

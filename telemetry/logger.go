@@ -4,6 +4,7 @@
 package telemetry
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,12 +13,14 @@ import (
 	"os"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/term"
 )
 
 // NewLogger returns a slog.Logger writing to w at level ("debug", "info",
 // "warn", "error") in format "json", "text", or "auto" (text when w is a
-// terminal, JSON otherwise).
+// terminal, JSON otherwise). Records logged with a context that holds a
+// span carry its trace_id and span_id.
 func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -32,9 +35,9 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(traceHandler{slog.NewJSONHandler(w, opts)}), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(traceHandler{slog.NewTextHandler(w, opts)}), nil
 	default:
 		return nil, fmt.Errorf("telemetry: log format %q: want auto, json or text", format)
 	}
@@ -65,4 +68,23 @@ func RedactURL(raw string) string {
 		user = cred[:c] + ":xxxxx"
 	}
 	return raw[:i+3] + user + rest[at:]
+}
+
+// traceHandler adds trace_id and span_id to records logged with a context
+// that carries a valid span, so a log line inside a call finds its trace.
+type traceHandler struct{ slog.Handler }
+
+func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return traceHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h traceHandler) WithGroup(name string) slog.Handler {
+	return traceHandler{h.Handler.WithGroup(name)}
 }
