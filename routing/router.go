@@ -180,11 +180,18 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 	r.metrics.Calls.Inc()
 }
 
-// expire answers c with a timeout error if it is still pending.
+// expire answers c with a timeout error if it is still pending. A call
+// without an id is forgotten silently: its client cannot correlate an
+// answer and may expect none (fire and forget).
 func (r *Router) expire(c *call) {
-	if r.pending.take(c) {
-		r.answerError(c, protocol.CodeTimeout, "no result within "+r.timeout.String())
+	if !r.pending.take(c) {
+		return
 	}
+	if c.id == nil {
+		c.span.End()
+		return
+	}
+	r.answerError(c, protocol.CodeTimeout, "no result within "+r.timeout.String())
 }
 
 // answerError sends an error frame to the caller of c, which the caller
