@@ -133,7 +133,22 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: decoding the merged configuration: %w", err)
 	}
+	if c.Node.ID == "" {
+		// On Fly.io every machine has a unique, stable id: use it unless
+		// node.id was set, so one image serves every machine and region.
+		c.Node.ID = lookupEnv(environ, "FLY_MACHINE_ID")
+	}
 	return &c, nil
+}
+
+// lookupEnv returns the value of name in environ, or "".
+func lookupEnv(environ []string, name string) string {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // newFlagSet defines Load's flags. Flag defaults are zero and never used:

@@ -731,3 +731,28 @@ func TestFields(t *testing.T) {
 		}
 	}
 }
+
+func TestFlyMachineIDIsTheDefaultNodeID(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		environ []string
+		want    string
+	}{
+		{"fly only", nil, []string{"FLY_MACHINE_ID=3d8d9e1c"}, "3d8d9e1c"},
+		{"flag wins", []string{"--nodeId", "7"}, []string{"FLY_MACHINE_ID=3d8d9e1c"}, "7"},
+		{"env wins", nil, []string{"FLY_MACHINE_ID=3d8d9e1c", "PIPED_NODE_ID=eu-1"}, "eu-1"},
+		{"neither", nil, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(tc.args, tc.environ, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Node.ID != tc.want {
+				t.Fatalf("node.id %q, want %q", c.Node.ID, tc.want)
+			}
+		})
+	}
+}
