@@ -135,7 +135,13 @@ func LaunchNode(t testing.TB, opts ...NodeOption) *Node {
 		n.Mass = "mass-" + n.ID
 	}
 	n.cmd = exec.Command(binary, "--port", fmt.Sprint(n.Port), "--nodeId", n.ID)
-	n.cmd.Env = append(os.Environ(),
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PIPED_TEST_") { // the node refuses unknown PIPED_* variables
+			env = append(env, kv)
+		}
+	}
+	n.cmd.Env = append(env,
 		"PIPED_AMQP_URL="+AMQPURL(),
 		"PIPED_AMQP_MASS_EXCHANGE="+n.Mass,
 		"PIPED_HTTP_HOST=127.0.0.1",

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/piped-dev/piped/examples/echo-backend/echo"
@@ -123,7 +124,30 @@ func TestResultGoesToCallerOnly(t *testing.T) {
 			a, b := h.Dial(t, n, token), h.Dial(t, n, token)
 			for i := range 20 {
 				a.Send(t, fmt.Sprintf(`{"id":%d,"method":"m","payload":{"from":"a"}}`, i))
+				if !copyCorr {
+					// Without correlation ids, calls of one token with the same id
+					// and method are told apart only by order, and the echo backend
+					// answers concurrently: let each call finish before the twin is
+					// made (docs/protocol.md). The original Piped would still have
+					// sent every result to both connections.
+					if got := string(a.NextJSON(t, wait)["payload"]); got != `{"from":"a"}` {
+						t.Fatalf("a got %s", got)
+					}
+				}
 				b.Send(t, fmt.Sprintf(`{"id":%d,"method":"m","payload":{"from":"b"}}`, i))
+				if !copyCorr {
+					if got := string(b.NextJSON(t, wait)["payload"]); got != `{"from":"b"}` {
+						t.Fatalf("b got %s", got)
+					}
+				}
+			}
+			if !copyCorr {
+				a.Quiet(t, 200*time.Millisecond)
+				b.Quiet(t, 200*time.Millisecond)
+				if v := n.Metric(t, `piped_results_total{routed_by="match"}`); v != 40 {
+					t.Fatalf("results routed by match = %v, want 40", v)
+				}
+				return
 			}
 			for _, tc := range []struct {
 				c    *h.Client
@@ -220,7 +244,8 @@ func TestMessageTooBigCloses1009(t *testing.T) {
 	t.Parallel()
 	n := h.StartNode(t, h.WithEnv("PIPED_WS_MAX_MESSAGE_BYTES=2048"))
 	c := h.Dial(t, n, h.UniqueID("tok"))
-	c.Send(t, `{"id":1,"method":"m","payload":{"s":"`+strings.Repeat("x", 4096)+`"}}`)
+	// The node may cut the socket while the frame is still being written.
+	_ = c.WS.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"method":"m","payload":{"s":"`+strings.Repeat("x", 4096)+`"}}`))
 	if code := c.CloseCode(t, wait); code != 1009 {
 		t.Fatalf("close code %d, want 1009", code)
 	}
