@@ -131,7 +131,9 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	hub.Drain()
 	// 2. Let calls in flight be answered, up to the drain timeout.
 	drainCtx, cancelDrain := context.WithTimeout(shutdownCtx, cfg.Shutdown.DrainTimeout)
-	waitFor(drainCtx, func() bool { return router.Pending() == 0 && hub.Len() == 0 })
+	// Connections close as soon as their calls with an id are answered; calls
+	// without an id cannot be answered once their connection is gone.
+	waitFor(drainCtx, func() bool { return hub.Len() == 0 })
 	cancelDrain()
 	// 3. Whatever is still pending gets an error, then every connection 1012.
 	if n := router.FailPending(protocol.CodeShuttingDown, "the node shut down before the backend answered"); n > 0 {

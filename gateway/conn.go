@@ -268,6 +268,10 @@ func (c *Conn) serve(ctx context.Context) {
 	}
 	c.queue, c.queued = nil, 0
 	c.mu.Unlock()
+	if d == DisconnectTimeout {
+		// Tell a client that may still be listening why, without waiting long.
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(d.Code, d.Reason), time.Now().Add(time.Second))
+	}
 	c.cut()
 	c.hub.Remove(c)
 	m.Connections.Dec()

@@ -334,3 +334,16 @@ func TestRejectSpan(t *testing.T) {
 		t.Fatalf("router saw trace ids %q", got)
 	}
 }
+
+func TestEmptyTokenIs400(t *testing.T) {
+	ts := newTestServer(t, nil)
+	resp, err := http.Get(ts.URL + "/api/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "token is empty") {
+		t.Fatalf("GET /api/: %d %s", resp.StatusCode, body)
+	}
+}

@@ -98,6 +98,7 @@ func New(o Options) *Server {
 	e.HideBanner = true
 	e.HidePort = true
 	e.GET("/api/:token", echo.WrapHandler(http.HandlerFunc(s.ServeWS)))
+	e.GET("/api/", echo.WrapHandler(http.HandlerFunc(s.ServeWS))) // 400: token is empty
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(o.Metrics.Handler()))

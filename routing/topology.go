@@ -79,7 +79,7 @@ func (t Topology) Declare(ch declarer) error {
 func conflict(err error, kind, name, want string) error {
 	var ae *amqp.Error
 	if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
-		return fmt.Errorf("%w: %s %q exists with other settings; %s: delete it (rabbitmqctl delete_queue/delete_exchange, or the management UI) or change node.id or the amqp prefixes (broker said: %s)",
+		return fmt.Errorf("%w: %s %q exists with other settings; %s: delete it (rabbitmqctl delete_queue, rabbitmqadmin delete exchange, or the management UI) or change node.id or the amqp prefixes (broker said: %s)",
 			ErrTopologyConflict, kind, name, want, ae.Reason)
 	}
 	return fmt.Errorf("routing: declare %s %s: %w", kind, name, err)

@@ -33,7 +33,7 @@ type Metrics struct {
 	// Events counts in-queue events (every non-result type) dispatched.
 	Events prometheus.Counter
 	// Dropped counts in-queue messages dropped, by reason
-	// (not_json, not_object, no_token, late, no_connection).
+	// (not_json, not_object, no_token, late, redelivered, no_connection).
 	Dropped *prometheus.CounterVec
 	// CallDuration observes call→answer latency in seconds, by outcome
 	// (result or an error code).
@@ -72,7 +72,7 @@ func NewMetrics() *Metrics {
 		Events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "piped_events_total", Help: "Events (non-result messages) from the in-queue dispatched."}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "piped_backend_messages_dropped_total", Help: "In-queue messages dropped, by reason."}, []string{"reason"}),
+			Name: "piped_backend_messages_dropped_total", Help: "In-queue messages dropped, by reason (not_json, not_object, no_token, late, redelivered, no_connection)."}, []string{"reason"}),
 		CallDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "piped_call_duration_seconds", Help: "Time from a call's publish to its answer, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"outcome"}),

@@ -1,0 +1,254 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The separate RabbitMQ node of this package. Its host part is localhost,
+// like the machine's default node (rabbit@localhost, see
+// /etc/rabbitmq/rabbitmq-env.conf); every rabbitmqctl call names it with -n.
+const (
+	brokerNode     = "piped-faults@localhost"
+	brokerPort     = 5682
+	brokerDistPort = 25682
+	// testURLVar tells the harness which broker to use.
+	testURLVar = "PIPED_TEST_AMQP_URL"
+)
+
+// brokerURL is the AMQP URL of the separate node, set by TestMain.
+var brokerURL string
+
+// lockPath serialises fault-test runs on one machine (two checkouts, or
+// two developers): they share the node name and port.
+var lockPath = filepath.Join(os.TempDir(), "piped-faults-rabbitmq.lock")
+
+type broker struct {
+	dir  string
+	lock *os.File
+}
+
+// startBroker starts the separate node in a fresh directory and waits until
+// it runs. It first takes a machine-wide lock, waiting for another run of
+// the fault tests to end; holding it, a node of the same name that still
+// runs was left by an interrupted run, and is stopped.
+func startBroker() (*broker, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the fault tests start their own RabbitMQ node with rabbitmq-server, which needs root here; run them as root")
+	}
+	lock, err := takeLock(10 * time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	b, err := startLocked()
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	b.lock = lock
+	return b, nil
+}
+
+// takeLock takes the exclusive lock on lockPath, waiting up to within.
+func takeLock(within time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(within)
+	for said := false; ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("another run of the fault tests held %s for more than %v", lockPath, within)
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "faults: another run of the fault tests holds %s; waiting for it\n", lockPath)
+			said = true
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func startLocked() (*broker, error) {
+	for _, cmd := range []string{"rabbitmq-server", "rabbitmqctl"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return nil, fmt.Errorf("%s is not installed (scripts/ensure-rabbitmq.sh installs it): %w", cmd, err)
+		}
+	}
+	if portOpen(brokerPort) {
+		fmt.Fprintf(os.Stderr, "faults: port %d answers already; stopping a leftover %s\n", brokerPort, brokerNode)
+		_, _ = ctl(context.Background(), "stop")
+		if !waitPort(brokerPort, false, 30*time.Second) {
+			return nil, fmt.Errorf("port %d is taken by something that is not %s", brokerPort, brokerNode)
+		}
+	}
+	u, err := user.Lookup("rabbitmq")
+	if err != nil {
+		return nil, fmt.Errorf("the rabbitmq user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+
+	dir, err := os.MkdirTemp("", "piped-faults-rabbitmq-")
+	if err != nil {
+		return nil, err
+	}
+	b := &broker{dir: dir}
+	files := map[string]string{
+		// The machine's /etc/rabbitmq/rabbitmq.conf listens on 5672: ours must not read it.
+		"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\n", brokerPort),
+		"enabled_plugins": "[].\n",
+	}
+	for _, d := range []string{"mnesia", "log"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			b.remove()
+			return nil, err
+		}
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			b.remove()
+			return nil, err
+		}
+	}
+	// The server drops to the rabbitmq user and silently fails without access.
+	err = filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, uid, gid)
+	})
+	if err != nil {
+		b.remove()
+		return nil, err
+	}
+
+	cmd := exec.Command("rabbitmq-server", "-detached")
+	cmd.Env = append(os.Environ(),
+		"RABBITMQ_NODENAME="+brokerNode,
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(brokerPort),
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(brokerDistPort),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
+		"RABBITMQ_PID_FILE="+filepath.Join(dir, "rabbitmq.pid"),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"),
+	)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.remove()
+		return nil, fmt.Errorf("rabbitmq-server -detached: %v\n%s", err, out)
+	}
+	start := time.Now()
+	if !waitPort(brokerPort, true, 90*time.Second) {
+		logs := b.logTail()
+		b.stop()
+		return nil, fmt.Errorf("port %d did not answer within 90s; its log:\n%s", brokerPort, logs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := ctl(ctx, "await_startup"); err != nil {
+		logs := b.logTail()
+		b.stop()
+		return nil, fmt.Errorf("rabbitmqctl -n %s await_startup: %v\n%s\nits log:\n%s", brokerNode, err, out, logs)
+	}
+	fmt.Fprintf(os.Stderr, "faults: RabbitMQ node %s runs on 127.0.0.1:%d (started in %v, files in %s)\n",
+		brokerNode, brokerPort, time.Since(start).Round(time.Second), dir)
+	return b, nil
+}
+
+// stop stops the node and removes its files.
+func (b *broker) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := ctl(ctx, "stop"); err != nil {
+		fmt.Fprintf(os.Stderr, "faults: rabbitmqctl -n %s stop: %v\n%s\n", brokerNode, err, out)
+	}
+	waitPort(brokerPort, false, 30*time.Second)
+	b.remove()
+	if b.lock != nil {
+		b.lock.Close() // releases the flock
+	}
+}
+
+func (b *broker) remove() { _ = os.RemoveAll(b.dir) }
+
+// logTail returns the end of the node's log, for failure messages.
+func (b *broker) logTail() string {
+	var out strings.Builder
+	matches, _ := filepath.Glob(filepath.Join(b.dir, "log", "*.log"))
+	for _, m := range matches {
+		data, _ := os.ReadFile(m)
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) > 30 {
+			lines = lines[len(lines)-30:]
+		}
+		fmt.Fprintf(&out, "== %s\n%s\n", m, strings.Join(lines, "\n"))
+	}
+	if out.Len() == 0 {
+		return "(no log written; see /var/log/rabbitmq/ too)"
+	}
+	return out.String()
+}
+
+// ctl runs rabbitmqctl -n brokerNode args... and returns its output.
+func ctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-n", brokerNode}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// mustCtl runs rabbitmqctl on the test's node, failing the test on error.
+func mustCtl(t testing.TB, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := ctl(ctx, args...)
+	if err != nil {
+		t.Fatalf("rabbitmqctl -n %s %s: %v\n%s", brokerNode, strings.Join(args, " "), err, out)
+	}
+	t.Logf("rabbitmqctl %s (%v)", strings.Join(args, " "), time.Since(start).Round(10*time.Millisecond))
+}
+
+func portOpen(port int) bool {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// waitPort waits until the port answers (open) or not (!open).
+func waitPort(port int, open bool, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if portOpen(port) == open {
+			return true
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return false
+}

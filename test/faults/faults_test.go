@@ -1,0 +1,193 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	h "github.com/piped-dev/piped/test/harness"
+)
+
+const (
+	before = 2 * time.Second // traffic before the fault
+	// after is how long the traffic goes on once calls get results again;
+	// the calls of its last second must all get results (the first part
+	// lets a node and backend that were down for seconds catch up).
+	after = 3 * time.Second
+)
+
+// recovered waits, after the fault began at faultAt, for /readyz to leave
+// 200 and come back, for the broker connection count to grow, and for calls
+// sent after that to get results again.
+func recovered(t *testing.T, n *h.Node, tr *traffic, w *readyWatch, faultAt time.Time, connects float64, reason string) {
+	t.Helper()
+	var down readyState
+	h.Eventually(t, 20*time.Second, "/readyz to leave 200 after the fault", func() bool {
+		var ok bool
+		down, ok = w.notReadySince(faultAt)
+		return ok
+	})
+	t.Logf("/readyz %d %s, %v after the fault began", down.code, down.body, down.at.Sub(faultAt).Round(time.Millisecond))
+	if down.code != 503 || !strings.Contains(down.body, reason) {
+		t.Errorf("/readyz answered %d %s, want 503 with a reason mentioning %q", down.code, down.body, reason)
+	}
+	var up time.Time
+	h.Eventually(t, 60*time.Second, "/readyz to answer 200 again", func() bool {
+		var ok bool
+		up, ok = w.readyAgain(down.at)
+		return ok
+	})
+	t.Logf("/readyz 200 again after %v", up.Sub(down.at).Round(time.Millisecond))
+	h.Eventually(t, 10*time.Second, "piped_broker_connects_total to grow", func() bool {
+		return n.Metric(t, "piped_broker_connects_total") > connects
+	})
+	var back time.Time
+	h.Eventually(t, 30*time.Second, "a call sent after the recovery to get a result", func() bool {
+		back = tr.firstResultAfter(up)
+		return !back.IsZero()
+	})
+	t.Logf("calls get results again from %v after /readyz recovered", back.Sub(up).Round(time.Millisecond))
+}
+
+// checkAfterRecovery asserts that the calls of the traffic's last second
+// all got results.
+func checkAfterRecovery(t *testing.T, tr *traffic) {
+	t.Helper()
+	tl := tr.count(tr.stopped.Add(-time.Second), time.Time{})
+	t.Logf("in the last second of traffic: %s", tl)
+	if tl.made == 0 || tl.results != tl.made {
+		t.Errorf("after the recovery %d of %d calls got results, want all", tl.results, tl.made)
+	}
+}
+
+// The broker closes every connection: the node reconnects at once, its
+// clients stay connected, and every call gets exactly one answer.
+func TestBrokerClosesConnections(t *testing.T) {
+	n := startNode(t)
+	tr := dial(t, n)
+	w := watchReady(t, n)
+	connects := n.Metric(t, "piped_broker_connects_total")
+	tr.start()
+	time.Sleep(before)
+
+	faultAt := time.Now()
+	mustCtl(t, "close_all_connections", "test")
+	recovered(t, n, tr, w, faultAt, connects, "connect")
+	time.Sleep(after)
+
+	tr.finish(t, "close_all_connections")
+	checkAfterRecovery(t, tr)
+	t.Logf("/readyz changes:%s", w)
+	t.Logf("piped_broker_connects_total %v", n.Metric(t, "piped_broker_connects_total"))
+}
+
+// The RabbitMQ application stops for a few seconds and starts again: the
+// node reconnects and redeclares, clients stay, every call gets exactly one
+// answer, and the topology works again afterwards.
+func TestBrokerAppRestart(t *testing.T) {
+	n := startNode(t)
+	tr := dial(t, n)
+	w := watchReady(t, n)
+	connects := n.Metric(t, "piped_broker_connects_total")
+	tr.start()
+	time.Sleep(before)
+
+	faultAt := time.Now()
+	mustCtl(t, "stop_app")
+	time.Sleep(3 * time.Second)
+	mustCtl(t, "start_app")
+	recovered(t, n, tr, w, faultAt, connects, "connect")
+
+	// The topology is back: both queues exist, and an event through the
+	// mass exchange reaches the token's clients (0 and 1).
+	for _, q := range []string{"queue-in-" + n.ID, "queue-out-" + n.ID} {
+		h.Inspect(t, q)
+	}
+	h.Publish(t, n.Mass, "", amqp.Publishing{Body: []byte(`{"type":"event","token":"tok-0-` + n.ID + `","event":"after-restart"}`)})
+	h.Eventually(t, 10*time.Second, "the event after the restart", func() bool {
+		for _, tc := range tr.clients[:2] {
+			tc.mu.Lock()
+			k := tc.events["after-restart"]
+			tc.mu.Unlock()
+			if k != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(after)
+
+	tr.finish(t, "stop_app/start_app")
+	checkAfterRecovery(t, tr)
+	t.Logf("/readyz changes:%s", w)
+}
+
+// A memory alarm blocks publishing: calls fail at once with "unavailable"
+// and /readyz says why; once the alarm clears, calls get results again.
+func TestBrokerMemoryAlarm(t *testing.T) {
+	n := startNode(t)
+	tr := dial(t, n)
+	w := watchReady(t, n)
+	connects := n.Metric(t, "piped_broker_connects_total")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if out, err := ctl(ctx, "set_vm_memory_high_watermark", "0.4"); err != nil {
+			t.Errorf("restoring the memory watermark: %v\n%s", err, out)
+		}
+	})
+	tr.start()
+	time.Sleep(before)
+
+	faultAt := time.Now()
+	mustCtl(t, "set_vm_memory_high_watermark", "0")
+	var blocked readyState
+	h.Eventually(t, 20*time.Second, "/readyz to report the block", func() bool {
+		var ok bool
+		blocked, ok = w.notReadySince(faultAt)
+		return ok
+	})
+	t.Logf("/readyz %d %s, %v after the alarm was set", blocked.code, blocked.body, blocked.at.Sub(faultAt).Round(time.Millisecond))
+	if blocked.code != 503 || !strings.Contains(blocked.body, "block") {
+		t.Errorf("/readyz answered %d %s, want 503 with a reason mentioning the block", blocked.code, blocked.body)
+	}
+	time.Sleep(2 * time.Second) // calls while blocked
+	unblockAt := time.Now()
+
+	mustCtl(t, "set_vm_memory_high_watermark", "0.4")
+	var up time.Time
+	h.Eventually(t, 30*time.Second, "/readyz to answer 200 again", func() bool {
+		var ok bool
+		up, ok = w.readyAgain(blocked.at)
+		return ok
+	})
+	var back time.Time
+	h.Eventually(t, 30*time.Second, "a call sent after the alarm to get a result", func() bool {
+		back = tr.firstResultAfter(up)
+		return !back.IsZero()
+	})
+	t.Logf("/readyz 200 again %v after the alarm was cleared; results %v after that", up.Sub(unblockAt).Round(time.Millisecond), back.Sub(up).Round(time.Millisecond))
+	time.Sleep(after)
+
+	tr.finish(t, "memory alarm")
+	checkAfterRecovery(t, tr)
+
+	// Every call made while the node knew of the block failed at once.
+	from := blocked.at.Add(100 * time.Millisecond)
+	during := tr.count(from, unblockAt)
+	worst, _ := tr.maxLatency(from, unblockAt, "unavailable")
+	t.Logf("while blocked: %s; slowest unavailable error after %v", during, worst)
+	if during.made == 0 || during.codes["unavailable"] != during.made || worst > 2*time.Second {
+		t.Errorf("while blocked %d of %d calls failed with unavailable (slowest after %v), want all within 2s",
+			during.codes["unavailable"], during.made, worst)
+	}
+	t.Logf("/readyz changes:%s", w)
+	if c := n.Metric(t, "piped_broker_connects_total"); c != connects {
+		t.Logf("note: the node reconnected during the alarm (%v connects, was %v)", c, connects)
+	}
+}

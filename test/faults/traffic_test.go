@@ -1,0 +1,411 @@
+//go:build faults
+
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	h "github.com/piped-dev/piped/test/harness"
+)
+
+// Settings of the fault tests' nodes and traffic.
+const (
+	requestTimeout = 3 * time.Second
+	clients        = 20
+	callEvery      = 10 * time.Millisecond
+	// grace after the traffic stops: longer than requestTimeout, so that
+	// every call has had its answer and a duplicate would have shown up.
+	grace = requestTimeout + 2*time.Second
+)
+
+// startNode starts a node on this package's broker (the harness passes
+// PIPED_TEST_AMQP_URL on as PIPED_AMQP_URL) with the fault tests' settings
+// and an echo backend for it.
+func startNode(t *testing.T, env ...string) *h.Node {
+	t.Helper()
+	env = append([]string{
+		"PIPED_REQUESTS_TIMEOUT=" + requestTimeout.String(),
+		"PIPED_AMQP_RECONNECT_MAX=1s",
+	}, env...)
+	n := h.LaunchNode(t, h.WithEnv(env...))
+	n.WaitReady(t, 30*time.Second)
+	h.Backend(t, nil, n)
+	return n
+}
+
+// answer is one frame with an id that a client received.
+type answer struct {
+	kind string // "result" or the error code
+	at   time.Time
+}
+
+// tclient is a traffic client: a sender that makes a call every callEvery
+// with increasing ids, and a reader that records every frame.
+type tclient struct {
+	idx int
+	c   *h.Client
+
+	mu      sync.Mutex
+	sent    map[int]time.Time
+	answers map[int][]answer
+	events  map[string]int
+	wrong   []string // frames that are no answer to a call of ours
+	sendErr error
+	closed  time.Time
+}
+
+// traffic is the clients of one test and the readiness watcher.
+type traffic struct {
+	t       *testing.T
+	n       *h.Node
+	clients []*tclient
+	stopSend,
+	stopRead chan struct{}
+	stopped time.Time      // when sending stopped
+	wg      sync.WaitGroup // senders
+	rg      sync.WaitGroup // readers
+}
+
+// dial connects the clients: two per token.
+func dial(t *testing.T, n *h.Node) *traffic {
+	tr := &traffic{t: t, n: n, stopSend: make(chan struct{}), stopRead: make(chan struct{})}
+	for i := range clients {
+		tc := &tclient{idx: i, c: h.Dial(t, n, fmt.Sprintf("tok-%d-%s", i/2, n.ID)),
+			sent: map[int]time.Time{}, answers: map[int][]answer{}, events: map[string]int{}}
+		tr.clients = append(tr.clients, tc)
+		tr.rg.Add(1)
+		go tr.read(tc)
+	}
+	t.Cleanup(func() { tr.stop() })
+	return tr
+}
+
+// start begins sending.
+func (tr *traffic) start() {
+	for _, tc := range tr.clients {
+		tr.wg.Add(1)
+		go tr.send(tc)
+	}
+}
+
+func (tr *traffic) send(tc *tclient) {
+	defer tr.wg.Done()
+	tick := time.NewTicker(callEvery)
+	defer tick.Stop()
+	for id := 1; ; id++ {
+		select {
+		case <-tr.stopSend:
+			return
+		case <-tick.C:
+		}
+		tc.mu.Lock()
+		tc.sent[id] = time.Now()
+		tc.mu.Unlock()
+		// The only writer of this socket besides the library's pongs.
+		err := tc.c.WS.WriteMessage(websocket.TextMessage,
+			fmt.Appendf(nil, `{"id":%d,"method":"m","payload":{"c":%d}}`, id, tc.idx))
+		if err != nil {
+			tc.mu.Lock()
+			delete(tc.sent, id)
+			tc.sendErr = err
+			tc.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (tr *traffic) read(tc *tclient) {
+	defer tr.rg.Done()
+	handle := func(b []byte) {
+		var f struct {
+			ID      *int            `json:"id"`
+			Type    string          `json:"type"`
+			Event   string          `json:"event"`
+			Payload json.RawMessage `json:"payload"`
+			Error   struct{ Code string }
+		}
+		now := time.Now()
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		if err := json.Unmarshal(b, &f); err != nil {
+			tc.wrong = append(tc.wrong, string(b))
+			return
+		}
+		switch {
+		case f.Type == "event":
+			tc.events[f.Event]++
+		case f.ID == nil:
+			tc.wrong = append(tc.wrong, string(b))
+		case f.Type == "result" && string(f.Payload) == fmt.Sprintf(`{"c":%d}`, tc.idx):
+			tc.answers[*f.ID] = append(tc.answers[*f.ID], answer{"result", now})
+		case f.Type == "error" && f.Error.Code != "":
+			tc.answers[*f.ID] = append(tc.answers[*f.ID], answer{f.Error.Code, now})
+		default:
+			tc.wrong = append(tc.wrong, string(b))
+		}
+	}
+	closed := tc.c.Closed()
+	for {
+		select {
+		case b := <-tc.c.Frames():
+			handle(b)
+		case <-closed:
+			tc.mu.Lock()
+			tc.closed = time.Now()
+			tc.mu.Unlock()
+			closed = nil
+		case <-tr.stopRead:
+			for {
+				select {
+				case b := <-tc.c.Frames():
+					handle(b)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// stop stops sending and reading; safe to call twice.
+func (tr *traffic) stop() {
+	select {
+	case <-tr.stopSend:
+	default:
+		close(tr.stopSend)
+	}
+	tr.wg.Wait()
+	select {
+	case <-tr.stopRead:
+	default:
+		close(tr.stopRead)
+	}
+	tr.rg.Wait()
+}
+
+// tally counts the calls and their answers.
+type tally struct {
+	made, results, errors, lost, dup int
+	codes                            map[string]int
+	wrong                            []string
+	lostIDs                          []string
+	closed                           []string
+	sendErrs                         []string
+}
+
+func (tl tally) String() string {
+	codes := make([]string, 0, len(tl.codes))
+	for c, k := range tl.codes {
+		codes = append(codes, fmt.Sprintf("%s=%d", c, k))
+	}
+	sort.Strings(codes)
+	return fmt.Sprintf("made %d, answered %d (results %d, errors %d [%s]), lost %d, answered twice or more %d, stray frames %d",
+		tl.made, tl.results+tl.errors, tl.results, tl.errors, strings.Join(codes, " "), tl.lost, tl.dup, len(tl.wrong))
+}
+
+// count tallies the calls sent in [from, to) (zero times: no bound).
+func (tr *traffic) count(from, to time.Time) tally {
+	tl := tally{codes: map[string]int{}}
+	for _, tc := range tr.clients {
+		tc.mu.Lock()
+		for id, at := range tc.sent {
+			if !from.IsZero() && at.Before(from) || !to.IsZero() && !at.Before(to) {
+				continue
+			}
+			tl.made++
+			as := tc.answers[id]
+			switch {
+			case len(as) == 0:
+				tl.lost++
+				if len(tl.lostIDs) < 10 {
+					tl.lostIDs = append(tl.lostIDs, fmt.Sprintf("client %d id %d sent %s", tc.idx, id, at.Format("15:04:05.000")))
+				}
+				continue
+			case len(as) > 1:
+				tl.dup++
+			}
+			if as[0].kind == "result" {
+				tl.results++
+			} else {
+				tl.errors++
+				tl.codes[as[0].kind]++
+			}
+		}
+		if from.IsZero() && to.IsZero() {
+			for id := range tc.answers {
+				if _, ok := tc.sent[id]; !ok {
+					tl.wrong = append(tl.wrong, fmt.Sprintf("client %d: answer to id %d, never sent", tc.idx, id))
+				}
+			}
+			tl.wrong = append(tl.wrong, tc.wrong...)
+			if !tc.closed.IsZero() {
+				tl.closed = append(tl.closed, fmt.Sprintf("client %d closed at %s: %v", tc.idx, tc.closed.Format("15:04:05.000"), tc.c.Err()))
+			}
+			if tc.sendErr != nil {
+				tl.sendErrs = append(tl.sendErrs, fmt.Sprintf("client %d: %v", tc.idx, tc.sendErr))
+			}
+		}
+		tc.mu.Unlock()
+	}
+	return tl
+}
+
+// latencies returns, for the calls sent in [from, to) whose first answer
+// is of kind, the largest time to that answer.
+func (tr *traffic) maxLatency(from, to time.Time, kind string) (time.Duration, int) {
+	var worst time.Duration
+	n := 0
+	for _, tc := range tr.clients {
+		tc.mu.Lock()
+		for id, at := range tc.sent {
+			if at.Before(from) || !at.Before(to) {
+				continue
+			}
+			if as := tc.answers[id]; len(as) > 0 && as[0].kind == kind {
+				n++
+				worst = max(worst, as[0].at.Sub(at))
+			}
+		}
+		tc.mu.Unlock()
+	}
+	return worst, n
+}
+
+// firstResultAfter returns the send time of the earliest call sent after
+// since that got a result, or zero.
+func (tr *traffic) firstResultAfter(since time.Time) time.Time {
+	var first time.Time
+	for _, tc := range tr.clients {
+		tc.mu.Lock()
+		for id, at := range tc.sent {
+			if at.Before(since) {
+				continue
+			}
+			if as := tc.answers[id]; len(as) > 0 && as[0].kind == "result" && (first.IsZero() || at.Before(first)) {
+				first = at
+			}
+		}
+		tc.mu.Unlock()
+	}
+	return first
+}
+
+// finish stops the traffic after the grace period and checks that every
+// call got exactly one answer, that no client was closed, and logs the
+// numbers.
+func (tr *traffic) finish(t *testing.T, fault string) tally {
+	t.Helper()
+	tr.stopped = time.Now()
+	close(tr.stopSend)
+	tr.wg.Wait()
+	time.Sleep(grace)
+	tr.stop()
+	tl := tr.count(time.Time{}, time.Time{})
+	t.Logf("%s: %s", fault, tl)
+	if tl.lost > 0 {
+		t.Errorf("%d calls got no answer, e.g. %v", tl.lost, tl.lostIDs)
+	}
+	if tl.dup > 0 {
+		t.Errorf("%d calls were answered more than once", tl.dup)
+	}
+	if len(tl.wrong) > 0 {
+		t.Errorf("%d stray frames, e.g. %.5q", len(tl.wrong), tl.wrong)
+	}
+	if len(tl.closed) > 0 {
+		t.Errorf("clients were closed: %v", tl.closed)
+	}
+	if len(tl.sendErrs) > 0 {
+		t.Errorf("sending failed: %v", tl.sendErrs)
+	}
+	return tl
+}
+
+// readyState is one answer of /readyz that differed from the one before.
+type readyState struct {
+	at   time.Time
+	code int
+	body string
+}
+
+// readyWatch polls /readyz every few milliseconds and records its changes.
+type readyWatch struct {
+	mu      sync.Mutex
+	changes []readyState
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func watchReady(t *testing.T, n *h.Node) *readyWatch {
+	w := &readyWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			code, body := n.Get(t, "/readyz")
+			body = strings.TrimSpace(body)
+			w.mu.Lock()
+			if k := len(w.changes); k == 0 || w.changes[k-1].code != code || w.changes[k-1].body != body {
+				w.changes = append(w.changes, readyState{time.Now(), code, body})
+			}
+			w.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(w.close)
+	return w
+}
+
+func (w *readyWatch) close() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// notReadySince returns the first answer other than 200 at or after since.
+func (w *readyWatch) notReadySince(since time.Time) (readyState, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.changes {
+		if !s.at.Before(since) && s.code != 200 {
+			return s, true
+		}
+	}
+	return readyState{}, false
+}
+
+// readyAgain returns when /readyz turned 200 after after.
+func (w *readyWatch) readyAgain(after time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.changes {
+		if s.at.After(after) && s.code == 200 {
+			return s.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (w *readyWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var b strings.Builder
+	for _, s := range w.changes {
+		fmt.Fprintf(&b, "\n  %s %d %s", s.at.Format("15:04:05.000"), s.code, s.body)
+	}
+	return b.String()
+}
