@@ -118,7 +118,7 @@ cat <<EOF
      (Node.js 20; drop the flag on Node.js 22+, or use the npm package ws)
 
    in a browser console:
-     ws = new WebSocket("$url"); ws.onmessage = e => console.log(e.data); ws.send(JSON.stringify({id:1, method:"hello", payload:{a:1}}))
+     ws = new WebSocket("$url"); ws.onmessage = e => console.log(e.data); ws.onopen = () => ws.send(JSON.stringify({id:1, method:"hello", payload:{a:1}}))
 
  Push an event to every connection of the token, on every node:
 
