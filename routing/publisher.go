@@ -1,7 +1,6 @@
 package routing
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -111,9 +110,11 @@ func (p *publisher) expiredLocked(deadline time.Time) []unconfirmed {
 	return out
 }
 
-// run resolves confirms and returns until the channel closes, then answers
-// every call still unconfirmed with "unavailable". It owns nothing else.
-func (p *publisher) run(ctx context.Context, confirms <-chan amqp.Confirmation, returns <-chan amqp.Return) {
+// run resolves confirms and returns until the library closes both channels
+// (when the channel or connection closes: it drains them to the end, so the
+// library never waits on a full one), then answers every call still
+// unconfirmed with "unavailable". It owns nothing else.
+func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return) {
 	tick := time.NewTicker(p.r.confirmTimeout / 4)
 	defer tick.Stop()
 	defer p.shutdown()
@@ -160,8 +161,6 @@ func (p *publisher) run(ctx context.Context, confirms <-chan amqp.Confirmation, 
 					p.r.answerError(u.c, protocol.CodeUnavailable, "the broker did not confirm the call in time")
 				}
 			}
-		case <-ctx.Done():
-			return
 		}
 	}
 }

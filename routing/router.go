@@ -320,17 +320,15 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	consChClosed := consCh.NotifyClose(make(chan *amqp.Error, 1))
 	pubChClosed := pubCh.NotifyClose(make(chan *amqp.Error, 1))
 
-	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	p := newPublisher(r, pubCh)
 	wg.Add(2)
-	go func() { defer wg.Done(); p.run(sctx, confirms, returns) }()
+	go func() { defer wg.Done(); p.run(confirms, returns) }()
 	go func() { defer wg.Done(); r.watchBlocked(blocked) }()
 	defer func() {
 		r.pub.Store(nil)
 		r.blocked.Store(false)
 		r.metrics.BrokerBlocked.Set(0)
-		cancel()
 		p.shutdown()
 		_ = pubConn.Close()
 		_ = consConn.Close()
