@@ -14,7 +14,7 @@ FUZZ_PKG     := ./protocol
 # The steps of `test` must run in order, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: all build demo test lint fmt-check vet unit faults fuzz bench rabbitmq clean
+.PHONY: all build demo test lint fmt-check vet unit faults fuzz bench rabbitmq jaeger clean
 
 all: build
 
@@ -25,12 +25,18 @@ build:
 demo:
 	./scripts/demo.sh
 
-# Every test: broker, lint, unit and integration tests with -race, then the
-# fault tests alone, then a bounded fuzz run of each fuzz target.
-test: rabbitmq lint unit faults fuzz
+# Every test: broker, Jaeger binary (for test/tracing), lint, unit and
+# integration tests with -race, then the fault tests alone, then a bounded
+# fuzz run of each fuzz target.
+test: rabbitmq jaeger lint unit faults fuzz
 
 rabbitmq:
 	./scripts/ensure-rabbitmq.sh
+
+# bin/jaeger, which test/tracing runs; built once (about 5 minutes with a cold
+# module cache), again only when tools/jaeger/go.mod changes.
+jaeger:
+	./scripts/jaeger.sh build
 
 lint: fmt-check vet
 

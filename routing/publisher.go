@@ -6,6 +6,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
@@ -127,6 +128,7 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 			}
 			// A return comes before the confirm of the same message.
 			if n, ok := p.r.pending.parseCorrelation(ret.CorrelationId); ok {
+				p.markReturned(n)
 				if c := p.r.pending.takeByCorr(n); c != nil {
 					p.r.answerError(c, protocol.CodeUnroutable, "no queue is bound to "+ret.Exchange+": no backend can receive this call")
 				}
@@ -161,6 +163,19 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 					p.r.answerError(u.c, protocol.CodeUnavailable, "the broker did not confirm the call in time")
 				}
 			}
+		}
+	}
+}
+
+// markReturned sets an error status on the publish span of the call with
+// correlation number n; the confirm that follows the return ends it.
+func (p *publisher) markReturned(n uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range p.queue[p.head:] {
+		if u.c.corr == n {
+			u.span.SetStatus(codes.Error, protocol.CodeUnroutable)
+			return
 		}
 	}
 }

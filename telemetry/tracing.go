@@ -40,7 +40,8 @@ type Tracing struct {
 // (getenv is os.Getenv in production), which win over cfg:
 // OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
 // OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf), OTEL_SERVICE_NAME,
-// OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG). With no endpoint
+// OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_TRACES_EXPORTER=none.
+// With no endpoint
 // nothing is exported and nothing is sampled locally, but trace context is
 // still propagated: a client's or backend's trace stays connected.
 func NewTracing(ctx context.Context, cfg config.Telemetry, nodeID string, getenv func(string) string) (*Tracing, error) {
@@ -54,7 +55,7 @@ func NewTracing(ctx context.Context, cfg config.Telemetry, nodeID string, getenv
 	endpoint := firstNonEmpty(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
 	protocol := firstNonEmpty(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), cfg.Protocol)
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	exporting := endpoint != "" || cfg.Endpoint != ""
+	exporting := (endpoint != "" || cfg.Endpoint != "") && getenv("OTEL_TRACES_EXPORTER") != "none"
 	if exporting {
 		exp, err := newExporter(ctx, protocol, endpoint, cfg.Endpoint)
 		if err != nil {
@@ -65,7 +66,10 @@ func NewTracing(ctx context.Context, cfg config.Telemetry, nodeID string, getenv
 			opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SampleRatio))))
 		}
 	} else {
-		opts = append(opts, sdktrace.WithSampler(sdktrace.NeverSample()))
+		// Nothing is recorded for calls we start, but a sampled parent (a
+		// client's traceparent) stays sampled, so the flag we pass on to the
+		// backend is the one we were given.
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	return &Tracing{

@@ -7,6 +7,9 @@
 //
 // The AMQP URL comes from --amqp-url, else $AMQP_URL, else $PIPED_AMQP_URL
 // (the node's own variable), else amqp://guest:guest@localhost:5672/.
+//
+// Spans are exported when OTEL_EXPORTER_OTLP_ENDPOINT (and the other standard
+// OTEL_* variables) say where; see package echo and docs/tracing.md.
 package main
 
 import (

@@ -23,6 +23,12 @@
 //	         for the caller's token to the mass exchange, then answer
 //	silent   never answer
 //	garbage  first send the bytes `not json` to the node, then answer
+//
+// Tracing: each call is handled under an OpenTelemetry span that continues
+// the trace whose context the node put in the call's AMQP headers, and the
+// answer carries that span's context back (tracing.go shows how, in a few
+// lines any backend can copy). Spans are exported when the standard
+// OTEL_EXPORTER_OTLP_ENDPOINT variable names a collector.
 package echo
 
 import (
@@ -36,6 +42,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults, the same as the Piped node's.
@@ -68,6 +76,8 @@ const (
 	// drainTimeout bounds the wait for handlers that are answering when Run
 	// is asked to stop.
 	drainTimeout = 5 * time.Second
+	// flushTimeout bounds the export of the last spans when Run returns.
+	flushTimeout = 5 * time.Second
 	// Reconnect backoff: doubles from minBackoff up to maxBackoff, and
 	// starts again from minBackoff after a session that got to consume.
 	minBackoff = 100 * time.Millisecond
@@ -91,6 +101,12 @@ type Config struct {
 	CopyCorrelationID bool
 
 	Logger *slog.Logger // slog.Default() when nil
+
+	// TracerProvider makes the backend's spans (see tracing.go). When nil,
+	// Run builds one from the standard OTEL_* environment variables (see
+	// NewTracerProvider) and shuts it down when it returns; a provider given
+	// here is only flushed then, if it has a ForceFlush method.
+	TracerProvider trace.TracerProvider
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -130,17 +146,39 @@ func or(s, def string) string {
 
 // Run consumes the calls of cfg.Nodes and answers them until ctx is done, and
 // then returns nil. When the broker connection drops (or cannot be made), it
-// reconnects with backoff. Every goroutine it starts has returned by the time
-// Run returns. It returns an error only for an invalid Config.
+// reconnects with backoff. Every goroutine it starts has returned, and its
+// spans have been flushed, by the time Run returns. It returns an error only
+// for an invalid Config (or invalid OTEL_* variables).
 func Run(ctx context.Context, cfg Config) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return err
 	}
+	tp := cfg.TracerProvider
+	var flush func(context.Context) error
+	if tp == nil {
+		sdk, err := NewTracerProvider(ctx)
+		if err != nil {
+			return err
+		}
+		tp, flush = sdk, sdk.Shutdown
+	} else if f, ok := tp.(interface{ ForceFlush(context.Context) error }); ok {
+		flush = f.ForceFlush
+	}
 	defer cfg.Logger.Info("echo: stopped")
+	if flush != nil {
+		defer func() {
+			fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+			defer cancel()
+			if err := flush(fctx); err != nil {
+				cfg.Logger.Warn("echo: flushing spans", "err", err)
+			}
+		}()
+	}
+	tracer := tp.Tracer(tracerName)
 	backoff := minBackoff
 	for {
-		consumed, err := runSession(ctx, cfg)
+		consumed, err := runSession(ctx, cfg, tracer)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -161,19 +199,20 @@ func Run(ctx context.Context, cfg Config) error {
 
 // session is one broker connection with its two channels.
 type session struct {
-	cfg  Config
-	log  *slog.Logger
-	pub  *amqp.Channel // confirm mode; the library serializes publishes from many goroutines
-	sub  *amqp.Channel // consumes the nodes' queue-out-ID
-	sem  chan struct{} // maxInFlight slots
-	wg   sync.WaitGroup
-	gone chan string // a node whose deliveries stopped (consumer cancelled, channel closed)
+	cfg    Config
+	log    *slog.Logger
+	tracer trace.Tracer
+	pub    *amqp.Channel // confirm mode; the library serializes publishes from many goroutines
+	sub    *amqp.Channel // consumes the nodes' queue-out-ID
+	sem    chan struct{} // maxInFlight slots
+	wg     sync.WaitGroup
+	gone   chan string // a node whose deliveries stopped (consumer cancelled, channel closed)
 }
 
 // runSession connects, declares, consumes until ctx is done or the
 // connection fails, and shuts down cleanly. consumed tells whether it got as
 // far as consuming.
-func runSession(ctx context.Context, cfg Config) (consumed bool, err error) {
+func runSession(ctx context.Context, cfg Config, tracer trace.Tracer) (consumed bool, err error) {
 	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
 		Heartbeat:  10 * time.Second,
 		Properties: amqp.Table{"connection_name": "piped-echo-backend"},
@@ -186,10 +225,11 @@ func runSession(ctx context.Context, cfg Config) (consumed bool, err error) {
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 
 	s := &session{
-		cfg:  cfg,
-		log:  cfg.Logger,
-		sem:  make(chan struct{}, maxInFlight),
-		gone: make(chan string, len(cfg.Nodes)),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		tracer: tracer,
+		sem:    make(chan struct{}, maxInFlight),
+		gone:   make(chan string, len(cfg.Nodes)),
 	}
 	if s.pub, err = conn.Channel(); err != nil {
 		return false, err
@@ -306,7 +346,9 @@ type call struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
-// handle answers one call, and acks it after the answer is confirmed.
+// handle answers one call, and acks it after the answer is confirmed. It
+// runs under a span "handle {method}" that continues the call's trace; the
+// messages it publishes carry that span's context (see tracing.go).
 func (s *session) handle(ctx context.Context, node string, d amqp.Delivery) {
 	var c call
 	if err := json.Unmarshal(d.Body, &c); err != nil || c.Method == "" {
@@ -314,6 +356,12 @@ func (s *session) handle(ctx context.Context, node string, d amqp.Delivery) {
 		s.log.Warn("echo: dropping a message that is not a call", "node", node, "err", err, "body", clip(d.Body))
 		_ = d.Ack(false)
 		return
+	}
+	ctx, span := s.startHandle(ctx, node, d, c.Method)
+	defer span.End()
+	fail := func(what string, err error) {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, what)
 	}
 	log := s.log.With("node", node, "method", c.Method, "correlation_id", d.CorrelationId)
 	exchange, key := s.replyTarget(node, d)
@@ -334,6 +382,7 @@ func (s *session) handle(ctx context.Context, node string, d amqp.Delivery) {
 		case <-t.C:
 		case <-ctx.Done(): // stopping: give the call back for another backend
 			t.Stop()
+			span.SetStatus(codes.Error, "requeued: the backend is stopping")
 			_ = d.Nack(false, true)
 			return
 		}
@@ -347,24 +396,36 @@ func (s *session) handle(ctx context.Context, node string, d amqp.Delivery) {
 			log.Warn("echo: event call without payload.event; answering without publishing", "err", err)
 			break
 		}
-		ev := s.message(d, eventBody(c.Token, p.Event, p.Payload))
+		// The event is a message of its own: a PRODUCER span, child of
+		// handle, whose context the event carries to every node.
+		pctx, pspan := s.startPublish(ctx, s.cfg.MassExchange)
+		ev := s.message(pctx, d, eventBody(c.Token, p.Event, p.Payload))
 		ev.CorrelationId = "" // an event answers no call: it goes to every connection of the token
-		if err := s.publish(s.cfg.MassExchange, "", ev); err != nil {
+		err := s.publish(s.cfg.MassExchange, "", ev)
+		if err != nil {
+			pspan.RecordError(err)
+			pspan.SetStatus(codes.Error, "publish failed")
+		}
+		pspan.End()
+		if err != nil {
 			log.Warn("echo: publishing the event failed", "err", err)
+			fail("publishing the event failed", err)
 			_ = d.Nack(false, true) // the channel is most likely gone; the call comes back on reconnect
 			return
 		}
 
 	case "garbage":
-		if err := s.publish(exchange, key, s.message(d, []byte("not json"))); err != nil {
+		if err := s.publish(exchange, key, s.message(ctx, d, []byte("not json"))); err != nil {
 			log.Warn("echo: publishing the garbage failed", "err", err)
+			fail("publishing the garbage failed", err)
 			_ = d.Nack(false, true)
 			return
 		}
 	}
 
-	if err := s.publish(exchange, key, s.message(d, resultBody(c))); err != nil {
+	if err := s.publish(exchange, key, s.message(ctx, d, resultBody(c))); err != nil {
 		log.Warn("echo: publishing the answer failed", "err", err)
+		fail("publishing the answer failed", err)
 		_ = d.Nack(false, true)
 		return
 	}
@@ -383,37 +444,20 @@ func (s *session) replyTarget(node string, d amqp.Delivery) (exchange, key strin
 	return s.cfg.ExchangeInPrefix + node, ""
 }
 
-// message builds the AMQP message that answers (or follows from) the call d.
-func (s *session) message(d amqp.Delivery, body []byte) amqp.Publishing {
+// message builds the AMQP message that answers (or follows from) the call
+// d; its headers carry the trace context of ctx, the span that publishes it.
+func (s *session) message(ctx context.Context, d amqp.Delivery, body []byte) amqp.Publishing {
 	m := amqp.Publishing{
 		ContentType: "application/json",
 		AppId:       "piped-echo-backend",
 		Timestamp:   time.Now(),
-		Headers:     traceHeaders(d.Headers),
+		Headers:     traceHeaders(ctx),
 		Body:        body,
 	}
 	if s.cfg.CopyCorrelationID {
 		m.CorrelationId = d.CorrelationId
 	}
 	return m
-}
-
-// traceHeaders carries the W3C trace context of a call over to its answer.
-//
-// Tracing: this is the spot for OpenTelemetry. Extract the context from the
-// call's headers, start a consumer span around handle, and inject the span's
-// context here instead of copying the headers as they are.
-func traceHeaders(in amqp.Table) amqp.Table {
-	var out amqp.Table
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v, ok := in[k]; ok {
-			if out == nil {
-				out = amqp.Table{}
-			}
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // publish publishes m and waits for the broker to confirm it. An answer

@@ -22,6 +22,9 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/piped-dev/piped/examples/echo-backend/echo"
@@ -278,16 +281,17 @@ func TestAnswers(t *testing.T) {
 				})
 			}
 
-			t.Run("trace headers copied", func(t *testing.T) {
+			t.Run("trace context continued", func(t *testing.T) {
 				corr := uniq("corr")
 				tp := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 				n.call(t, corr, `{"id":1,"method":"m","token":`+tok+`}`, amqp.Table{"traceparent": tp, "tracestate": "a=b", "other": "x"})
 				d := await(t, n.answers, "the answer", byCorrelation(corr))
-				if d.Headers["traceparent"] != tp || d.Headers["tracestate"] != "a=b" {
-					t.Errorf("headers %v, want traceparent and tracestate copied", d.Headers)
+				got := parseTraceparent(t, d.Headers)
+				if got.traceID != "0af7651916cd43dd8448eb211c80319c" || got.spanID == "b7ad6b7169203331" || d.Headers["tracestate"] != "a=b" {
+					t.Errorf("headers %v, want the call's trace and tracestate under a span of the backend's own", d.Headers)
 				}
 				if _, ok := d.Headers["other"]; ok {
-					t.Errorf("headers %v: only the trace context should be copied", d.Headers)
+					t.Errorf("headers %v: only the trace context should be carried over", d.Headers)
 				}
 			})
 
@@ -586,6 +590,134 @@ func TestPublishEvent(t *testing.T) {
 	}
 }
 
+// traceparent is a parsed W3C traceparent header.
+type traceparent struct{ traceID, spanID, flags string }
+
+func parseTraceparent(t *testing.T, h amqp.Table) traceparent {
+	t.Helper()
+	v, _ := h["traceparent"].(string)
+	parts := strings.Split(v, "-")
+	if len(parts) != 4 || parts[0] != "00" || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+		t.Fatalf("traceparent %q in headers %v: not a W3C traceparent", v, h)
+	}
+	return traceparent{parts[1], parts[2], parts[3]}
+}
+
+// The backend continues the trace of a call: the answer carries the call's
+// trace id under a span id of the backend's own, with the sampled flag and
+// the baggage kept; with no trace context in, the answer starts a trace.
+// This is the default tracer provider (no OTEL_* endpoint: nothing exported).
+func TestTracePropagation(t *testing.T) {
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER"} {
+		t.Setenv(v, "")
+	}
+	conn := dial(t)
+	n := newNode(t, conn)
+	startBackend(t, echo.Config{Nodes: []string{n.id}, CopyCorrelationID: true})
+
+	for _, tc := range []struct{ name, in, flags string }{
+		{"sampled", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "01"},
+		{"not sampled", "00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b8-00", "00"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			corr := uniq("corr")
+			n.call(t, corr, `{"id":1,"method":"m","token":"t"}`, amqp.Table{"traceparent": tc.in, "baggage": "k=v"})
+			d := await(t, n.answers, "the answer", byCorrelation(corr))
+			in := strings.Split(tc.in, "-")
+			got := parseTraceparent(t, d.Headers)
+			if got.traceID != in[1] {
+				t.Errorf("answer's trace id %s, want the call's %s", got.traceID, in[1])
+			}
+			if got.spanID == in[2] || got.spanID == "0000000000000000" {
+				t.Errorf("answer's span id %s: want a new span of the backend's, not the call's %s", got.spanID, in[2])
+			}
+			if got.flags != tc.flags {
+				t.Errorf("answer's trace flags %s, want %s (the sampling decision is the caller's)", got.flags, tc.flags)
+			}
+			if d.Headers["baggage"] != "k=v" {
+				t.Errorf("baggage %v, want k=v carried over", d.Headers["baggage"])
+			}
+		})
+	}
+
+	t.Run("no trace context in", func(t *testing.T) {
+		corr := uniq("corr")
+		n.call(t, corr, `{"id":2,"method":"m","token":"t"}`, nil)
+		d := await(t, n.answers, "the answer", byCorrelation(corr))
+		parseTraceparent(t, d.Headers) // a trace of the backend's own
+	})
+}
+
+// The spans: "handle {method}" (CONSUMER, child of the call's context, with
+// the messaging attributes), whose context the result carries; for "event"
+// a PRODUCER child "publish exchange-mass" whose context the event carries.
+// Run flushes a given provider when it returns.
+func TestTraceSpans(t *testing.T) {
+	conn := dial(t)
+	n := newNode(t, conn)
+	mass := bindMass(t, conn)
+	rec := tracetest.NewSpanRecorder()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Hour)))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	stop := startBackend(t, echo.Config{Nodes: []string{n.id}, CopyCorrelationID: true, TracerProvider: tp})
+
+	tok := uniq("tok")
+	corr := uniq("corr")
+	n.call(t, corr, `{"id":"e1","method":"event","token":"`+tok+`","payload":{"event":"hi"}}`,
+		amqp.Table{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+	ev := await(t, mass, "the event", byToken(tok))
+	res := await(t, n.answers, "the result", byCorrelation(corr))
+	stop()
+
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want handle and publish", len(spans))
+	}
+	handle, publish := spans[1], spans[0] // publish ends first
+	if handle.Name() != "handle event" || handle.SpanKind() != trace.SpanKindConsumer {
+		t.Errorf("span %q kind %v, want \"handle event\" CONSUMER", handle.Name(), handle.SpanKind())
+	}
+	if handle.Parent().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || handle.Parent().SpanID().String() != "00f067aa0ba902b7" || !handle.Parent().IsRemote() {
+		t.Errorf("handle's parent %v, want the call's context", handle.Parent())
+	}
+	attrs := map[string]string{}
+	for _, a := range handle.Attributes() {
+		attrs[string(a.Key)] = a.Value.Emit()
+	}
+	for k, v := range map[string]string{
+		"messaging.system":                  "rabbitmq",
+		"messaging.operation.type":          "process",
+		"messaging.destination.name":        n.queueOut(),
+		"messaging.message.conversation_id": corr,
+	} {
+		if attrs[k] != v {
+			t.Errorf("handle attribute %s = %q, want %q (all: %v)", k, attrs[k], v, attrs)
+		}
+	}
+	if attrs["messaging.message.id"] == "" {
+		t.Errorf("handle has no messaging.message.id: %v", attrs)
+	}
+	for k, v := range attrs {
+		if strings.Contains(v, tok) {
+			t.Errorf("handle attribute %s holds the token", k)
+		}
+	}
+	if publish.Name() != "publish "+echo.DefaultMassExchange || publish.SpanKind() != trace.SpanKindProducer ||
+		publish.Parent().SpanID() != handle.SpanContext().SpanID() {
+		t.Errorf("span %q kind %v parent %v, want \"publish %s\" PRODUCER under handle", publish.Name(), publish.SpanKind(), publish.Parent().SpanID(), echo.DefaultMassExchange)
+	}
+	if got := parseTraceparent(t, res.Headers); got.spanID != handle.SpanContext().SpanID().String() {
+		t.Errorf("result carries span %s, want handle's %s", got.spanID, handle.SpanContext().SpanID())
+	}
+	if got := parseTraceparent(t, ev.Headers); got.spanID != publish.SpanContext().SpanID().String() {
+		t.Errorf("event carries span %s, want publish's %s", got.spanID, publish.SpanContext().SpanID())
+	}
+	if got := len(exp.GetSpans()); got != 2 {
+		t.Errorf("%d spans exported when Run returned, want 2 (flushed)", got)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []echo.Config{
 		{},
@@ -595,6 +727,15 @@ func TestConfigErrors(t *testing.T) {
 		if err := echo.Run(context.Background(), cfg); err == nil {
 			t.Errorf("Run(%+v) = nil, want an error", cfg)
 		}
+	}
+}
+
+// Invalid OTEL_* variables are a configuration error, like an invalid Config.
+func TestTracingEnvError(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
+	if err := echo.Run(context.Background(), echo.Config{Nodes: []string{"1"}}); err == nil || !strings.Contains(err.Error(), "carrier-pigeon") {
+		t.Errorf("Run with OTEL_EXPORTER_OTLP_PROTOCOL=carrier-pigeon: %v, want an error naming it", err)
 	}
 }
 
