@@ -1,0 +1,107 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/piped-dev/piped/config"
+)
+
+func TestLoggerAddsTraceIDs(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := NewLogger(&buf, "info", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider()
+	ctx, span := tp.Tracer("t").Start(context.Background(), "s")
+	log.InfoContext(ctx, "inside a call")
+	log.Info("outside")
+	span.End()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var in, out map[string]any
+	_ = json.Unmarshal([]byte(lines[0]), &in)
+	_ = json.Unmarshal([]byte(lines[1]), &out)
+	if in["trace_id"] != span.SpanContext().TraceID().String() || in["span_id"] != span.SpanContext().SpanID().String() {
+		t.Fatalf("line inside a call: %v", in)
+	}
+	if _, ok := out["trace_id"]; ok {
+		t.Fatalf("line outside a call has a trace id: %v", out)
+	}
+	if _, err := NewLogger(&buf, "loud", "json"); err == nil {
+		t.Fatal("bad level accepted")
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"amqp://guest:guest@localhost:5672/", "amqp://guest:xxxxx@localhost:5672/"},
+		{"amqps://u:p%40ss@host/vh", "amqps://u:xxxxx@host/vh"},
+		{"amqp://localhost/", "amqp://localhost/"},
+		{"not a url with s3cret", "<redacted url>"},
+	} {
+		if got := RedactURL(tc.in); got != tc.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestTokenHashIsStableAndOpaque(t *testing.T) {
+	a, b := TokenHash("secret-token"), TokenHash("secret-token")
+	if a != b || strings.Contains(a, "secret") || len(a) != 12 {
+		t.Fatalf("TokenHash: %q %q", a, b)
+	}
+}
+
+// Trace context survives a trip through AMQP headers.
+func TestAMQPHeadersCarrier(t *testing.T) {
+	tr := NewTestTracing(sdktrace.NewTracerProvider())
+	ctx, span := tr.Tracer().Start(context.Background(), "s")
+	defer span.End()
+	h := AMQPHeaders{}
+	tr.Propagator.Inject(ctx, h)
+	if _, ok := h["traceparent"].(string); !ok {
+		t.Fatalf("no traceparent header: %v", h)
+	}
+	got := trace.SpanContextFromContext(tr.Propagator.Extract(context.Background(), h))
+	if got.TraceID() != span.SpanContext().TraceID() || got.SpanID() != span.SpanContext().SpanID() {
+		t.Fatalf("extracted %v, want %v", got, span.SpanContext())
+	}
+}
+
+// Without an endpoint nothing is exported, yet a client's sampled context
+// stays sampled and new traces still get valid (unsampled) ids.
+func TestNoEndpointPropagates(t *testing.T) {
+	tr, err := NewTracing(context.Background(), config.Defaults().Telemetry, "n1", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	if tr.Exporting {
+		t.Fatal("exporting without an endpoint")
+	}
+	_, root := tr.Tracer().Start(context.Background(), "root")
+	if !root.SpanContext().IsValid() || root.SpanContext().IsSampled() {
+		t.Fatalf("new trace: %v", root.SpanContext())
+	}
+	parent := tr.Propagator.Extract(context.Background(), FrameCarrier{TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+	_, child := tr.Tracer().Start(parent, "child")
+	if !child.SpanContext().IsSampled() || child.SpanContext().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Fatalf("child of a sampled client context: %v", child.SpanContext())
+	}
+	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_TRACES_EXPORTER": "none"}
+	off, err := NewTracing(context.Background(), config.Defaults().Telemetry, "n1", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Shutdown(context.Background())
+	if off.Exporting {
+		t.Fatal("OTEL_TRACES_EXPORTER=none still exports")
+	}
+}
