@@ -62,7 +62,10 @@ batch:
 func (d *dispatcher) route(del *amqp.Delivery) {
 	r := d.r
 	// The backend's trace context, when it put one on the message.
-	parent := r.prop.Extract(context.Background(), telemetry.AMQPHeaders(del.Headers))
+	parent := context.Background()
+	if len(del.Headers) > 0 {
+		parent = r.prop.Extract(parent, telemetry.AMQPHeaders(del.Headers))
+	}
 	in, err := protocol.ParseInbound(del.Body)
 	if err != nil {
 		reason := "not_json"
@@ -129,7 +132,7 @@ func (d *dispatcher) deliver(parent context.Context, del *amqp.Delivery, c *call
 	ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body), trace.Link{SpanContext: c.span.SpanContext()})
 	_, send := r.tracer.Start(ctx, spanSend, trace.WithSpanKind(trace.SpanKindInternal))
 	r.metrics.Results.WithLabelValues(routedBy).Inc()
-	r.metrics.CallDuration.WithLabelValues("result").Observe(time.Since(c.start).Seconds())
+	r.callDurationResult.Observe(time.Since(c.start).Seconds())
 	c.from.Answer(c.id, body)
 	send.End()
 	span.End()

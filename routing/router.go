@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -66,6 +67,7 @@ type Router struct {
 	tracer                           trace.Tracer
 	prop                             propagation.TextMapPropagator
 	publishSpanName, processSpanName string
+	callDurationResult               prometheus.Observer
 
 	pub     atomic.Pointer[publisher] // nil while not connected
 	blocked atomic.Bool
@@ -82,25 +84,26 @@ func New(o Options) *Router {
 	tracer, tracing := tracerOf(o.Tracing)
 	topo := NewTopology(o.AMQP, o.NodeID)
 	return &Router{
-		tracer:          tracer,
-		prop:            tracing.Propagator,
-		publishSpanName: "publish " + topo.ExchangeOut,
-		processSpanName: "process " + topo.QueueIn,
-		url:             o.AMQP.URL,
-		nodeID:          o.NodeID,
-		topo:            topo,
-		prefetch:        o.AMQP.Prefetch,
-		heartbeat:       o.AMQP.Heartbeat,
-		confirmTimeout:  o.AMQP.ConfirmTimeout,
-		reconnectMin:    o.AMQP.ReconnectMin,
-		reconnectMax:    o.AMQP.ReconnectMax,
-		timeout:         o.Timeout,
-		expiration:      strconv.FormatInt(o.Timeout.Milliseconds(), 10),
-		hub:             o.Hub,
-		log:             o.Logger,
-		metrics:         o.Metrics,
-		pending:         newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
-		notReady:        ErrNotConnected,
+		tracer:             tracer,
+		prop:               tracing.Propagator,
+		publishSpanName:    "publish " + topo.ExchangeOut,
+		processSpanName:    "process " + topo.QueueIn,
+		callDurationResult: o.Metrics.CallDuration.WithLabelValues("result"),
+		url:                o.AMQP.URL,
+		nodeID:             o.NodeID,
+		topo:               topo,
+		prefetch:           o.AMQP.Prefetch,
+		heartbeat:          o.AMQP.Heartbeat,
+		confirmTimeout:     o.AMQP.ConfirmTimeout,
+		reconnectMin:       o.AMQP.ReconnectMin,
+		reconnectMax:       o.AMQP.ReconnectMax,
+		timeout:            o.Timeout,
+		expiration:         strconv.FormatInt(o.Timeout.Milliseconds(), 10),
+		hub:                o.Hub,
+		log:                o.Logger,
+		metrics:            o.Metrics,
+		pending:            newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
+		notReady:           ErrNotConnected,
 	}
 }
 
