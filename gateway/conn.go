@@ -259,7 +259,6 @@ func (c *Conn) serve(ctx context.Context) {
 
 	d := c.readLoop(ctx)
 
-	c.ping.Stop()
 	c.mu.Lock()
 	if c.closing != nil {
 		d = *c.closing // the reason we closed for wins over how the socket ended
@@ -268,6 +267,8 @@ func (c *Conn) serve(ctx context.Context) {
 	}
 	c.queue, c.queued = nil, 0
 	c.mu.Unlock()
+	c.ping.Stop() // after closing is set, so the timer cannot re-arm itself
+
 	if d == DisconnectTimeout {
 		// Tell a client that may still be listening why, without waiting long.
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(d.Code, d.Reason), time.Now().Add(time.Second))
