@@ -24,6 +24,8 @@ cleanup() {
 	kill "$load_pid" 2>/dev/null || true
 	kill -TERM "$node_pid" "$echo_pid" 2>/dev/null || true
 	wait "$node_pid" "$echo_pid" 2>/dev/null || true
+	# The soak node's queues and exchanges: its id is used once.
+	bin/loadgen cleanup --node "$node" || true
 }
 trap cleanup EXIT
 for _ in $(seq 100); do

@@ -6,6 +6,7 @@
 //	loadgen idle  --url ws://127.0.0.1:8080 --metrics http://127.0.0.1:8080/metrics --conns 10000
 //	loadgen calls --url ws://127.0.0.1:8080 --conns 50 --inflight 20 --duration 10s
 //	loadgen raw   --amqp-url amqp://guest:guest@127.0.0.1:5672/ --node raw-1 --conns 50 --inflight 20 --duration 10s
+//	loadgen cleanup --node ID   (deletes the node's queues and exchanges)
 //
 // Numbers from one machine are comparable only with numbers from the same
 // run: compare ratios, not absolute values.
@@ -33,7 +34,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen idle|calls|raw [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen idle|calls|raw|cleanup [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -54,6 +55,8 @@ func main() {
 		err = calls(*url, *conns, *inflight, *duration)
 	case "raw":
 		err = raw(*amqpURL, *node, *conns, *inflight, *duration)
+	case "cleanup":
+		err = cleanup(*amqpURL, *node)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -320,6 +323,30 @@ func raw(url, node string, n, inflight int, d time.Duration) error {
 	}
 	for _, ex := range []string{"exchange-in-" + node, "exchange-out-" + node} {
 		_ = ch.ExchangeDelete(ex, false, false)
+	}
+	return nil
+}
+
+// cleanup deletes node's queues and exchanges (not the mass exchange).
+func cleanup(url, node string) error {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	for _, q := range []string{"queue-in-" + node, "queue-out-" + node} {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			return fmt.Errorf("delete queue %s: %w", q, err)
+		}
+	}
+	for _, ex := range []string{"exchange-in-" + node, "exchange-out-" + node} {
+		if err := ch.ExchangeDelete(ex, false, false); err != nil {
+			return fmt.Errorf("delete exchange %s: %w", ex, err)
+		}
 	}
 	return nil
 }
