@@ -434,31 +434,14 @@ func (n *Node) Metric(t testing.TB, name string) float64 {
 	return 0
 }
 
-// Publish publishes body to exchange with optional properties.
+// Publish publishes msg to exchange and waits for the broker's confirm.
 func Publish(t testing.TB, exchange, key string, msg amqp.Publishing) {
 	t.Helper()
-	conn, err := amqp.Dial(AMQPURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
-	dc, err := ch.PublishWithDeferredConfirm(exchange, key, false, false, msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := dc.WaitContext(context.Background()); err != nil || !ok {
-		t.Fatalf("publish to %s not confirmed: %v", exchange, err)
-	}
+	PublishMany(t, exchange, key, []amqp.Publishing{msg})
 }
 
-// Inspect returns the message count of a queue.
+// Inspect returns the message count of a queue. It opens and closes a
+// connection of its own, so it can be polled.
 func Inspect(t testing.TB, queue string) int {
 	t.Helper()
 	conn, err := amqp.Dial(AMQPURL())

@@ -21,15 +21,7 @@ import (
 func TestTopology(t *testing.T) {
 	t.Parallel()
 	n := h.StartNode(t)
-	conn, err := amqp.Dial(h.AMQPURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := h.Channel(t)
 	for _, ex := range []string{"exchange-in-" + n.ID, "exchange-out-" + n.ID, n.Mass} {
 		if err := ch.ExchangeDeclarePassive(ex, "fanout", true, false, false, false, nil); err != nil {
 			t.Fatalf("exchange %s: %v", ex, err)
