@@ -388,6 +388,27 @@ func (w *readyWatch) notReadySince(since time.Time) (readyState, bool) {
 	return readyState{}, false
 }
 
+// outage returns every answer other than 200 from since until /readyz
+// turned 200 again.
+func (w *readyWatch) outage(since time.Time) []readyState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []readyState
+	for _, s := range w.changes {
+		if s.at.Before(since) {
+			continue
+		}
+		if s.code == 200 {
+			if len(out) > 0 {
+				break
+			}
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // readyAgain returns when /readyz turned 200 after after.
 func (w *readyWatch) readyAgain(after time.Time) (time.Time, bool) {
 	w.mu.Lock()
