@@ -359,13 +359,27 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 		case e := <-pubChClosed:
 			return true, closeErr("publish channel", e)
 		case del, ok := <-deliveries:
-			if !ok {
-				return true, closeErr("in-queue consumer", nil)
-			}
-			if !d.dispatchBatch(consCh, &del, deliveries) {
-				return true, closeErr("in-queue consumer", nil)
+			if !ok || !d.dispatchBatch(consCh, &del, deliveries) {
+				return true, consumerEnded(consClosed, consChClosed)
 			}
 		}
+	}
+}
+
+// consumerEnded says why the deliveries channel closed: the library closes
+// it when the channel or connection goes, and the close notification that
+// says why may come a moment later. Without one, the broker cancelled the
+// consumer (the queue was deleted, for one).
+func consumerEnded(connClosed, chClosed <-chan *amqp.Error) error {
+	t := time.NewTimer(200 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case e := <-connClosed:
+		return closeErr("consume connection", e)
+	case e := <-chClosed:
+		return closeErr("consume channel", e)
+	case <-t.C:
+		return closeErr("in-queue consumer (cancelled by the broker)", nil)
 	}
 }
 
