@@ -217,7 +217,9 @@ func (r *Router) FailPending(code, message string) int {
 }
 
 // Run connects to the broker and keeps the node connected until ctx is
-// done, reconnecting with exponential backoff and jitter. It returns nil
+// done, reconnecting with exponential backoff (amqp.reconnect_min doubling
+// up to amqp.reconnect_max, back to the minimum after a long healthy
+// session) and jitter. It returns nil
 // when ctx is done, or an error that retrying cannot fix (a topology
 // conflict before the node was ever ready).
 func (r *Router) Run(ctx context.Context) error {
@@ -238,7 +240,8 @@ func (r *Router) Run(ctx context.Context) error {
 		if wasReady && time.Since(start) > r.reconnectMax {
 			backoff = r.reconnectMin
 		}
-		// Full jitter over [backoff/2, backoff).
+		// Equal jitter: a random wait in [backoff/2, backoff], so nodes that lost
+		// the broker together do not come back in lockstep.
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
 		r.log.Warn("broker session ended; reconnecting", "error", err, "retry_in", wait.String())
 		select {
