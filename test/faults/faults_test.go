@@ -75,43 +75,59 @@ func checkAfterRecovery(t *testing.T, tr *traffic) {
 	}
 }
 
+// scenario is one fault under traffic: a node with its echo backend,
+// clients making calls, and a watch on /readyz.
+type scenario struct {
+	n        *h.Node
+	tr       *traffic
+	w        *readyWatch
+	connects float64 // piped_broker_connects_total before the fault
+}
+
+// begin starts the node, the clients and their traffic; the fault may
+// follow once it returns.
+func begin(t *testing.T) *scenario {
+	t.Helper()
+	n := startNode(t)
+	sc := &scenario{n: n, tr: dial(t, n), w: watchReady(t, n)}
+	sc.connects = n.Metric(t, "piped_broker_connects_total")
+	sc.tr.start()
+	time.Sleep(before)
+	return sc
+}
+
+// end lets the traffic run on past the recovery, then checks that every
+// call got exactly one answer and the last second's calls got results.
+func (sc *scenario) end(t *testing.T, fault string) {
+	t.Helper()
+	time.Sleep(after)
+	sc.tr.finish(t, fault)
+	checkAfterRecovery(t, sc.tr)
+	t.Logf("/readyz changes:%s", sc.w)
+}
+
 // The broker closes every connection: the node reconnects at once, its
 // clients stay connected, and every call gets exactly one answer.
 func TestBrokerClosesConnections(t *testing.T) {
-	n := startNode(t)
-	tr := dial(t, n)
-	w := watchReady(t, n)
-	connects := n.Metric(t, "piped_broker_connects_total")
-	tr.start()
-	time.Sleep(before)
-
+	sc := begin(t)
 	faultAt := time.Now()
 	mustCtl(t, "close_all_connections", "test")
-	recovered(t, n, tr, w, faultAt, connects, "connect")
-	time.Sleep(after)
-
-	tr.finish(t, "close_all_connections")
-	checkAfterRecovery(t, tr)
-	t.Logf("/readyz changes:%s", w)
-	t.Logf("piped_broker_connects_total %v", n.Metric(t, "piped_broker_connects_total"))
+	recovered(t, sc.n, sc.tr, sc.w, faultAt, sc.connects, "connect")
+	sc.end(t, "close_all_connections")
+	t.Logf("piped_broker_connects_total %v", sc.n.Metric(t, "piped_broker_connects_total"))
 }
 
 // The RabbitMQ application stops for a few seconds and starts again: the
 // node reconnects and redeclares, clients stay, every call gets exactly one
 // answer, and the topology works again afterwards.
 func TestBrokerAppRestart(t *testing.T) {
-	n := startNode(t)
-	tr := dial(t, n)
-	w := watchReady(t, n)
-	connects := n.Metric(t, "piped_broker_connects_total")
-	tr.start()
-	time.Sleep(before)
-
+	sc := begin(t)
+	n, tr := sc.n, sc.tr
 	faultAt := time.Now()
 	mustCtl(t, "stop_app")
 	time.Sleep(3 * time.Second)
 	mustCtl(t, "start_app")
-	recovered(t, n, tr, w, faultAt, connects, "connect")
+	recovered(t, n, tr, sc.w, faultAt, sc.connects, "connect")
 
 	// The topology is back: both queues exist, and an event through the
 	// mass exchange reaches the token's clients (0 and 1).
@@ -130,20 +146,12 @@ func TestBrokerAppRestart(t *testing.T) {
 		}
 		return true
 	})
-	time.Sleep(after)
-
-	tr.finish(t, "stop_app/start_app")
-	checkAfterRecovery(t, tr)
-	t.Logf("/readyz changes:%s", w)
+	sc.end(t, "stop_app/start_app")
 }
 
 // A memory alarm blocks publishing: calls fail at once with "unavailable"
 // and /readyz says why; once the alarm clears, calls get results again.
 func TestBrokerMemoryAlarm(t *testing.T) {
-	n := startNode(t)
-	tr := dial(t, n)
-	w := watchReady(t, n)
-	connects := n.Metric(t, "piped_broker_connects_total")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -151,9 +159,8 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 			t.Errorf("restoring the memory watermark: %v\n%s", err, out)
 		}
 	})
-	tr.start()
-	time.Sleep(before)
-
+	sc := begin(t)
+	n, tr, w := sc.n, sc.tr, sc.w
 	faultAt := time.Now()
 	mustCtl(t, "set_vm_memory_high_watermark", "0")
 	var blocked readyState
@@ -182,10 +189,7 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 		return !back.IsZero()
 	})
 	t.Logf("/readyz 200 again %v after the alarm was cleared; results %v after that", up.Sub(unblockAt).Round(time.Millisecond), back.Sub(up).Round(time.Millisecond))
-	time.Sleep(after)
-
-	tr.finish(t, "memory alarm")
-	checkAfterRecovery(t, tr)
+	sc.end(t, "memory alarm")
 
 	// Every call made while the node knew of the block failed at once.
 	from := blocked.at.Add(100 * time.Millisecond)
@@ -196,8 +200,7 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 		t.Errorf("while blocked %d of %d calls failed with unavailable (slowest after %v), want all within 2s",
 			during.codes["unavailable"], during.made, worst)
 	}
-	t.Logf("/readyz changes:%s", w)
-	if c := n.Metric(t, "piped_broker_connects_total"); c != connects {
-		t.Logf("note: the node reconnected during the alarm (%v connects, was %v)", c, connects)
+	if c := n.Metric(t, "piped_broker_connects_total"); c != sc.connects {
+		t.Logf("note: the node reconnected during the alarm (%v connects, was %v)", c, sc.connects)
 	}
 }
