@@ -57,7 +57,6 @@ type Server struct {
 	router   Router
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
-	baseCtx  context.Context
 }
 
 // New builds the server and its routes: GET /api/:token (WebSocket),
@@ -70,7 +69,6 @@ func New(o Options) *Server {
 		router:  o.Router,
 		log:     o.Logger,
 		metrics: o.Metrics,
-		baseCtx: context.Background(),
 		cfg: &connConfig{
 			maxMessage:     o.WS.MaxMessageBytes,
 			pingInterval:   o.WS.PingInterval,
@@ -190,7 +188,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	// that net/http's connection goroutine ends and lets go of its grown
 	// stack and its 4 KiB read and write buffers: an idle connection should
 	// hold only what it needs. The hub owns the goroutine (Close waits for it).
-	go c.serve(s.baseCtx)
+	go c.serve(context.Background())
 }
 
 func (s *Server) healthz(c echo.Context) error {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/piped-dev/piped/config"
@@ -50,6 +52,9 @@ func (s *sink) answers() []string {
 	defer s.mu.Unlock()
 	return append([]string(nil), s.got...)
 }
+
+// noopSpan stands in for a call's span where the test starts none.
+var noopSpan = trace.SpanFromContext(context.Background())
 
 func newTestRouter(hub Hub, timeout time.Duration) *Router {
 	cfg := config.Defaults()

@@ -27,9 +27,6 @@ const (
 	spanSend = "send"
 )
 
-// noopSpan stands in where no span was started (tests).
-var noopSpan = trace.SpanFromContext(context.Background())
-
 // endError ends span with an error status and the error code.
 func endError(span trace.Span, code string) {
 	if span.IsRecording() {

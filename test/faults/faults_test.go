@@ -26,19 +26,9 @@ const (
 // sent after that to get results again.
 func recovered(t *testing.T, n *h.Node, tr *traffic, w *readyWatch, faultAt time.Time, connects float64, reason string) {
 	t.Helper()
-	var down readyState
-	h.Eventually(t, 20*time.Second, "/readyz to leave 200 after the fault", func() bool {
-		var ok bool
-		down, ok = w.notReadySince(faultAt)
-		return ok
-	})
+	down := w.waitNotReady(t, faultAt, "/readyz to leave 200 after the fault")
 	t.Logf("/readyz %d %s, %v after the fault began", down.code, down.body, down.at.Sub(faultAt).Round(time.Millisecond))
-	var up time.Time
-	h.Eventually(t, 60*time.Second, "/readyz to answer 200 again", func() bool {
-		var ok bool
-		up, ok = w.readyAgain(down.at)
-		return ok
-	})
+	up := w.waitReadyAgain(t, down.at, 60*time.Second)
 	// Every answer of the outage is a 503 with a JSON reason, and one of them
 	// names the cause (the first may be whichever loss the node saw first,
 	// e.g. its consumer cancelled before the connection dropped).
@@ -163,12 +153,7 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	n, tr, w := sc.n, sc.tr, sc.w
 	faultAt := time.Now()
 	mustCtl(t, "set_vm_memory_high_watermark", "0")
-	var blocked readyState
-	h.Eventually(t, 20*time.Second, "/readyz to report the block", func() bool {
-		var ok bool
-		blocked, ok = w.notReadySince(faultAt)
-		return ok
-	})
+	blocked := w.waitNotReady(t, faultAt, "/readyz to report the block")
 	t.Logf("/readyz %d %s, %v after the alarm was set", blocked.code, blocked.body, blocked.at.Sub(faultAt).Round(time.Millisecond))
 	if blocked.code != 503 || !strings.Contains(blocked.body, "block") {
 		t.Errorf("/readyz answered %d %s, want 503 with a reason mentioning the block", blocked.code, blocked.body)
@@ -177,12 +162,7 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	unblockAt := time.Now()
 
 	mustCtl(t, "set_vm_memory_high_watermark", "0.4")
-	var up time.Time
-	h.Eventually(t, 30*time.Second, "/readyz to answer 200 again", func() bool {
-		var ok bool
-		up, ok = w.readyAgain(blocked.at)
-		return ok
-	})
+	up := w.waitReadyAgain(t, blocked.at, 30*time.Second)
 	var back time.Time
 	h.Eventually(t, 30*time.Second, "a call sent after the alarm to get a result", func() bool {
 		back = tr.firstResultAfter(up)

@@ -409,6 +409,30 @@ func (w *readyWatch) outage(since time.Time) []readyState {
 	return out
 }
 
+// waitNotReady waits for the first answer other than 200 at or after since.
+func (w *readyWatch) waitNotReady(t *testing.T, since time.Time, what string) readyState {
+	t.Helper()
+	var s readyState
+	h.Eventually(t, 20*time.Second, what, func() bool {
+		var ok bool
+		s, ok = w.notReadySince(since)
+		return ok
+	})
+	return s
+}
+
+// waitReadyAgain waits for /readyz to turn 200 after after.
+func (w *readyWatch) waitReadyAgain(t *testing.T, after time.Time, within time.Duration) time.Time {
+	t.Helper()
+	var up time.Time
+	h.Eventually(t, within, "/readyz to answer 200 again", func() bool {
+		var ok bool
+		up, ok = w.readyAgain(after)
+		return ok
+	})
+	return up
+}
+
 // readyAgain returns when /readyz turned 200 after after.
 func (w *readyWatch) readyAgain(after time.Time) (time.Time, bool) {
 	w.mu.Lock()
