@@ -1,9 +1,9 @@
 package protocol
 
 import (
-	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // This file holds the small hand scanner shared by ParseFrame and
@@ -340,25 +340,19 @@ func hex4(raw []byte, i int) rune {
 }
 
 // unquote returns the unescaped content raw of a JSON string with the given
-// scanString flags. Plain ASCII content costs exactly one allocation (none
-// when empty); anything else is decoded rune by rune, with invalid UTF-8 and
-// lone surrogates replaced by U+FFFD, still with a single allocation.
+// scanString flags, decoded by appendUnescaped (as id keys are). It costs
+// exactly one allocation (none when empty).
 func unquote(raw []byte, flags uint8) string {
 	if flags == 0 {
 		return string(raw)
 	}
-	var sb strings.Builder
-	sb.Grow(unquotedLen(raw))
-	for i := 0; i < len(raw); {
-		r, next := decodeRune(raw, i)
-		if r < utf8.RuneSelf {
-			sb.WriteByte(byte(r))
-		} else {
-			sb.WriteRune(r)
-		}
-		i = next
+	b := appendUnescaped(make([]byte, 0, unquotedLen(raw)), raw)
+	if len(b) == 0 {
+		return ""
 	}
-	return sb.String()
+	// b is never written again: the string may share its memory, as
+	// strings.Builder's does.
+	return unsafe.String(&b[0], len(b))
 }
 
 // unquotedLen returns the length in bytes of unquote's result for raw.
