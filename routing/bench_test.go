@@ -50,3 +50,21 @@ func BenchmarkDispatchEvent(b *testing.B) {
 type countHub struct{ n int }
 
 func (h *countHub) Broadcast(token string, msg []byte) int { h.n++; return 1 }
+
+// BenchmarkDispatchResultByMatch measures routing one result whose backend
+// did not copy the correlation id and re-escaped the id (PHP's "a\/1"):
+// parse, canonical id key, pending lookup by value, delivery.
+func BenchmarkDispatchResultByMatch(b *testing.B) {
+	r := newTestRouter(&fakeHub{}, time.Hour)
+	d := newDispatcher(r)
+	body := []byte(`{"id":"a\/1","type":"result","token":"0123456789abcdef","method":"get-article","payload":{"articleId":1,"title":"hello"}}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		c := &call{from: nopAnswerer{}, token: "0123456789abcdef", id: []byte(`"a/1"`), method: "get-article", start: time.Now()}
+		c.span = noopSpan
+		r.pending.assign(c)
+		r.pending.insert(c, time.Hour, r.expire)
+		d.route(&amqp.Delivery{Body: body})
+	}
+}

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"strconv"
 	"strings"
@@ -19,6 +20,10 @@ import (
 // single shard lock.
 const pendingShards = 64
 
+// matchKeyStack is the size of the stack buffer takeByKey builds its key
+// in: token, method and id of common calls fit.
+const matchKeyStack = 256
+
 // call is a published call awaiting its answer.
 type call struct {
 	// Set at construction.
@@ -28,7 +33,7 @@ type call struct {
 	token  string
 	id     []byte
 	method string
-	key    string // token \x00 id \x00 method, for results without our correlation id
+	key    string // appendMatchKey of token, id and method, for results without our correlation id
 	start  time.Time
 	span   trace.Span  // the call's span, ended with its answer
 	timer  *time.Timer // guarded by shard.mu
@@ -60,15 +65,18 @@ func newPendingTable(prefix string) *pendingTable {
 	return t
 }
 
-func matchKey(token string, id []byte, method string) string {
-	var b strings.Builder
-	b.Grow(len(token) + len(id) + len(method) + 2)
-	b.WriteString(token)
-	b.WriteByte(0)
-	b.Write(id)
-	b.WriteByte(0)
-	b.WriteString(method)
-	return b.String()
+// appendMatchKey appends to dst the key a result without our correlation
+// id is matched by: the token, the method and the id's canonical key
+// (protocol.AppendIDKey, so "a\/1" finds "a/1" and 1500.0 finds 1.5e3).
+// Token and method are length-prefixed, so no bytes in them make two
+// triples collide. ok is false when the id has no key (an object or array,
+// which no call has).
+func appendMatchKey(dst []byte, token string, id []byte, method string) (key []byte, ok bool) {
+	dst = binary.AppendUvarint(dst, uint64(len(token)))
+	dst = append(dst, token...)
+	dst = binary.AppendUvarint(dst, uint64(len(method)))
+	dst = append(dst, method...)
+	return protocol.AppendIDKey(dst, id)
 }
 
 // assign gives c (whose from, token, id, method and start are set) its
@@ -76,7 +84,8 @@ func matchKey(token string, id []byte, method string) string {
 func (t *pendingTable) assign(c *call) {
 	si := maphash.String(t.seed, c.token) % pendingShards
 	c.shard = &t.shards[si]
-	c.key = matchKey(c.token, c.id, c.method)
+	key, _ := appendMatchKey(nil, c.token, c.id, c.method) // a call's id is a string or number
+	c.key = string(key)
 	c.corr = t.counter.Add(1)*pendingShards + si
 }
 
@@ -119,14 +128,19 @@ func (t *pendingTable) takeByCorr(n uint64) *call {
 	return c
 }
 
-// takeByKey removes and returns the oldest call of token with this id and
-// method, or nil.
+// takeByKey removes and returns the oldest call of token with this method
+// and an id of the same JSON value as id (the raw JSON of a result's id),
+// or nil. It does not allocate for keys of up to matchKeyStack bytes.
 func (t *pendingTable) takeByKey(token string, id []byte, method string) *call {
+	var buf [matchKeyStack]byte
+	key, ok := appendMatchKey(buf[:0], token, id, method)
+	if !ok {
+		return nil
+	}
 	s := &t.shards[maphash.String(t.seed, token)%pendingShards]
-	key := matchKey(token, id, method)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	q := s.byKey[key]
+	q := s.byKey[string(key)]
 	if len(q) == 0 {
 		return nil
 	}

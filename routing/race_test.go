@@ -1,0 +1,6 @@
+//go:build race
+
+package routing
+
+// raceEnabled: the race detector adds allocations, so allocation counts are not checked.
+const raceEnabled = true
