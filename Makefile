@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 # one package at a time.
 FAULTS_DIR  := test/faults
 FAULTS_TAGS := faults
-FUZZ_TARGETS := FuzzParseFrame FuzzParseInbound
+FUZZ_TARGETS := FuzzParseFrame FuzzParseInbound FuzzCanonicalID
 FUZZ_PKG     := ./protocol
 
 # The steps of `test` must run in order, even under make -j.
@@ -50,8 +50,11 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# The allocation tests skip under -race (it adds allocations), so they run
+# once more without it.
 unit:
 	$(GO) test -count=1 -race ./...
+	$(GO) test -count=1 -run 'Allocs' ./protocol/ ./routing/
 
 faults:
 	@if [ -d "$(FAULTS_DIR)" ]; then \
