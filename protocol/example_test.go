@@ -45,3 +45,25 @@ func ExampleParseInbound() {
 	// {"type":"response","id":7,"payload":{"ok":true}}
 	// true
 }
+
+// Ids are compared by JSON value: a backend's re-encoded id has the key of
+// the client's.
+func ExampleAppendIDKey() {
+	for _, pair := range [][2]string{
+		{`"a/1"`, `"a\/1"`},
+		{`"é-1"`, `"\u00e9-1"`},
+		{`1.50e3`, `1500.0`},
+		{`"1"`, `1`},
+		{`12345678901234567890123`, `12345678901234567890124`},
+	} {
+		a, _ := protocol.AppendIDKey(nil, []byte(pair[0]))
+		b, _ := protocol.AppendIDKey(nil, []byte(pair[1]))
+		fmt.Printf("%s %s same=%v\n", pair[0], pair[1], string(a) == string(b))
+	}
+	// Output:
+	// "a/1" "a\/1" same=true
+	// "é-1" "\u00e9-1" same=true
+	// 1.50e3 1500.0 same=true
+	// "1" 1 same=false
+	// 12345678901234567890123 12345678901234567890124 same=false
+}

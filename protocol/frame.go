@@ -8,7 +8,7 @@ import "encoding/json"
 // they keep beyond the buffer's lifetime.
 type Frame struct {
 	// ID is the raw JSON of "id" exactly as sent (a JSON string or number);
-	// nil when absent or null.
+	// nil when absent or null. Compare ids by value with AppendIDKey.
 	ID []byte
 	// Method is the unescaped method name; never empty and at most
 	// MaxMethodLength bytes long.

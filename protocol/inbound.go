@@ -11,7 +11,7 @@ type Inbound struct {
 	// Type is the value of "type" when it is a JSON string, else "".
 	Type string
 	// ID is the raw JSON of "id" when present (any JSON value, including
-	// null), else nil.
+	// null), else nil. Compare ids by value with AppendIDKey.
 	ID []byte
 	// Method is the value of "method" when it is a JSON string, else "".
 	Method string
