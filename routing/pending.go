@@ -20,8 +20,8 @@ import (
 // single shard lock.
 const pendingShards = 64
 
-// matchKeyStack is the size of the stack buffer takeByKey builds its key
-// in: token, method and id of common calls fit.
+// matchKeyStack is the size of the stack buffer match keys are built in:
+// token, method and id of common calls fit.
 const matchKeyStack = 256
 
 // call is a published call awaiting its answer.
@@ -84,7 +84,8 @@ func appendMatchKey(dst []byte, token string, id []byte, method string) (key []b
 func (t *pendingTable) assign(c *call) {
 	si := maphash.String(t.seed, c.token) % pendingShards
 	c.shard = &t.shards[si]
-	key, _ := appendMatchKey(nil, c.token, c.id, c.method) // a call's id is a string or number
+	var buf [matchKeyStack]byte
+	key, _ := appendMatchKey(buf[:0], c.token, c.id, c.method) // a call's id is a string or number
 	c.key = string(key)
 	c.corr = t.counter.Add(1)*pendingShards + si
 }
