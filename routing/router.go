@@ -150,7 +150,7 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 	corrID := r.pending.correlationID(c)
 	pctx, pspan := r.startPublish(ctx, c, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
-	r.prop.Inject(pctx, telemetry.AMQPHeaders(headers))
+	r.prop.Inject(pctx, AMQPHeaders(headers))
 
 	bp, _ := r.bufs.Get().(*[]byte)
 	if bp == nil {

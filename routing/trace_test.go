@@ -110,7 +110,7 @@ func (b *brokerRouter) backend(t *testing.T, copyHeaders bool) {
 		defer wg.Done()
 		tracer := b.tracing.Tracer()
 		for d := range deliveries {
-			ctx := b.tracing.Propagator.Extract(context.Background(), telemetry.AMQPHeaders(d.Headers))
+			ctx := b.tracing.Propagator.Extract(context.Background(), AMQPHeaders(d.Headers))
 			ctx, span := tracer.Start(ctx, "backend handle", trace.WithSpanKind(trace.SpanKindConsumer))
 			var call map[string]json.RawMessage
 			_ = json.Unmarshal(d.Body, &call)
@@ -121,7 +121,7 @@ func (b *brokerRouter) backend(t *testing.T, copyHeaders bool) {
 			body += `}`
 			headers := amqp.Table{}
 			if copyHeaders {
-				b.tracing.Propagator.Inject(ctx, telemetry.AMQPHeaders(headers))
+				b.tracing.Propagator.Inject(ctx, AMQPHeaders(headers))
 			}
 			_ = ch.Publish(b.topo.ExchangeIn, "", false, false, amqp.Publishing{CorrelationId: d.CorrelationId, Headers: headers, Body: []byte(body)})
 			span.End()
@@ -260,7 +260,7 @@ func TestTraceEvent(t *testing.T) {
 	b := startBrokerRouter(t, time.Second)
 	ctx, span := b.tracing.Tracer().Start(context.Background(), "backend emit", trace.WithSpanKind(trace.SpanKindProducer))
 	headers := amqp.Table{}
-	b.tracing.Propagator.Inject(ctx, telemetry.AMQPHeaders(headers))
+	b.tracing.Propagator.Inject(ctx, AMQPHeaders(headers))
 	span.End()
 	b.hub.mu.Lock()
 	b.hub.conns["tok"] = 1
