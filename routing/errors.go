@@ -14,6 +14,10 @@ var (
 	ErrNotConnected = errors.New("routing: not connected to the broker")
 	// ErrBlocked is the readiness reason while the broker blocks publishing (memory or disk alarm).
 	ErrBlocked = errors.New("routing: broker blocks publishing (resource alarm)")
+	// ErrStalled is the readiness reason while a publish has waited for the
+	// broker to read it for longer than amqp.confirm_timeout (a stopped or
+	// overloaded broker, a full network path).
+	ErrStalled = errors.New("routing: broker stopped reading publishes")
 	// ErrStopped is the readiness reason once the router was stopped.
 	ErrStopped = errors.New("routing: stopped")
 )
