@@ -10,6 +10,9 @@ var (
 	// ErrInQueueInUse means another consumer holds this node's in-queue
 	// exclusively: two nodes run with the same node id.
 	ErrInQueueInUse = errors.New("routing: in-queue is consumed by another node (node ids must be unique)")
+	// ErrConnect wraps a failure to open a connection to the broker (refused,
+	// unreachable, authentication, handshake), with the URL redacted.
+	ErrConnect = errors.New("routing: cannot connect to the broker at")
 	// ErrNotConnected is the readiness reason before the first connection and between reconnects.
 	ErrNotConnected = errors.New("routing: not connected to the broker")
 	// ErrBlocked is the readiness reason while the broker blocks publishing (memory or disk alarm).

@@ -251,7 +251,14 @@ func (r *Router) Run(ctx context.Context) error {
 		// Equal jitter: a random wait in [backoff/2, backoff], so nodes that lost
 		// the broker together do not come back in lockstep.
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
-		r.log.Warn("broker session ended; reconnecting", "error", err, "retry_in", wait.String())
+		switch {
+		case wasReady:
+			r.log.Warn("broker session ended; reconnecting", "error", err, "retry_in", wait.String())
+		case errors.Is(err, ErrConnect):
+			r.log.Warn("cannot connect to the broker; retrying", "error", err, "retry_in", wait.String())
+		default:
+			r.log.Warn("broker session failed before it was ready; retrying", "error", err, "retry_in", wait.String())
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -283,7 +290,7 @@ func (r *Router) dial(role string) (*amqp.Connection, error) {
 	})
 	if err != nil {
 		// amqp091's dial errors do not contain the URL; say which broker, redacted.
-		return nil, fmt.Errorf("routing: connect %s to %s: %w", role, telemetry.RedactURL(r.url), err)
+		return nil, fmt.Errorf("%w %s (%s connection): %w", ErrConnect, telemetry.RedactURL(r.url), role, err)
 	}
 	return conn, nil
 }

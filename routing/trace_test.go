@@ -21,9 +21,8 @@ import (
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/telemetry"
+	"github.com/piped-dev/piped/test/harness"
 )
-
-const brokerURL = "amqp://guest:guest@127.0.0.1:5672/"
 
 // brokerRouter runs a Router on the real broker under a unique node id with
 // spans recorded in memory; everything is stopped and deleted at cleanup.
@@ -43,7 +42,7 @@ func startBrokerRouter(t *testing.T, timeout time.Duration) *brokerRouter {
 	_, _ = rand.Read(b)
 	id := "rt-" + hex.EncodeToString(b)
 	cfg := config.Defaults().AMQP
-	cfg.URL = brokerURL
+	cfg.URL = harness.AMQPURL()
 	cfg.MassExchange = "mass-" + id
 	hub := &fakeHub{conns: map[string]int{}}
 	r := New(Options{NodeID: id, AMQP: cfg, Timeout: timeout, Hub: hub,
@@ -69,7 +68,7 @@ func startBrokerRouter(t *testing.T, timeout time.Duration) *brokerRouter {
 }
 
 func deleteTopology(t *testing.T, topo Topology) {
-	conn, err := amqp.Dial(brokerURL)
+	conn, err := amqp.Dial(harness.AMQPURL())
 	if err != nil {
 		t.Logf("cleanup: %v", err)
 		return
@@ -92,7 +91,7 @@ func deleteTopology(t *testing.T, topo Topology) {
 // context on the result, as docs/tracing.md tells backends to do.
 func (b *brokerRouter) backend(t *testing.T, copyHeaders bool) {
 	t.Helper()
-	conn, err := amqp.Dial(brokerURL)
+	conn, err := amqp.Dial(harness.AMQPURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +264,7 @@ func TestTraceEvent(t *testing.T) {
 	b.hub.mu.Lock()
 	b.hub.conns["tok"] = 1
 	b.hub.mu.Unlock()
-	conn, err := amqp.Dial(brokerURL)
+	conn, err := amqp.Dial(harness.AMQPURL())
 	if err != nil {
 		t.Fatal(err)
 	}
