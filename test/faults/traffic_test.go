@@ -77,8 +77,9 @@ type traffic struct {
 	n       *h.Node
 	clients []*tclient
 	// Set before start.
-	pad       string // added to every call's payload, to make the traffic heavier
-	pingEvery int    // every pingEvery-th send is a {"method":"ping"} (0: none)
+	pad       string        // added to every call's payload, to make the traffic heavier
+	pingEvery int           // every pingEvery-th send is a {"method":"ping"} (0: none)
+	grace     time.Duration // wait after the traffic stops; 0: grace
 	stopSend,
 	stopRead chan struct{}
 	stopped time.Time      // when sending stopped
@@ -368,7 +369,11 @@ func (tr *traffic) finish(t *testing.T, fault string) tally {
 	tr.stopped = time.Now()
 	close(tr.stopSend)
 	tr.wg.Wait()
-	time.Sleep(grace)
+	if tr.grace > 0 {
+		time.Sleep(tr.grace)
+	} else {
+		time.Sleep(grace)
+	}
 	tr.stop()
 	tl := tr.count(time.Time{}, time.Time{})
 	t.Logf("%s: %s", fault, tl)
