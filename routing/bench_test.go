@@ -1,11 +1,14 @@
 package routing
 
 import (
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/piped-dev/piped/protocol"
 )
 
 // nopAnswerer discards answers.
@@ -44,6 +47,28 @@ func BenchmarkDispatchEvent(b *testing.B) {
 	for b.Loop() {
 		d.route(&amqp.Delivery{Body: bodies[i%len(bodies)]})
 		i++
+	}
+}
+
+// BenchmarkCall measures Router.Call on a connected router: the call span,
+// correlation id, message body, queueing for the publisher, and the
+// publisher's goroutine publishing it to a channel that takes it at once.
+func BenchmarkCall(b *testing.B) {
+	ch := newFakeChannel(false)
+	ch.discard = true
+	r, p := queueRouter(b, ch, time.Hour)
+	f := &protocol.Frame{ID: []byte("1"), Method: "get-article", Payload: []byte(`{"articleId":1}`)}
+	ctx := b.Context()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		r.Call(ctx, "0123456789abcdef", f, nopAnswerer{})
+		if n++; n%1024 == 0 { // keep the queue from filling and the pending table small
+			for len(p.jobs) > 0 {
+				runtime.Gosched()
+			}
+			r.pending.takeAll()
+		}
 	}
 }
 

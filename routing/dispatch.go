@@ -10,7 +10,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/telemetry"
 )
 
 // dispatcher routes in-queue deliveries to connections. It runs on the
@@ -64,7 +63,7 @@ func (d *dispatcher) route(del *amqp.Delivery) {
 	// The backend's trace context, when it put one on the message.
 	parent := context.Background()
 	if len(del.Headers) > 0 {
-		parent = r.prop.Extract(parent, telemetry.AMQPHeaders(del.Headers))
+		parent = r.prop.Extract(parent, AMQPHeaders(del.Headers))
 	}
 	in, err := protocol.ParseInbound(del.Body)
 	if err != nil {

@@ -10,10 +10,17 @@ var (
 	// ErrInQueueInUse means another consumer holds this node's in-queue
 	// exclusively: two nodes run with the same node id.
 	ErrInQueueInUse = errors.New("routing: in-queue is consumed by another node (node ids must be unique)")
+	// ErrConnect wraps a failure to open a connection to the broker (refused,
+	// unreachable, authentication, handshake), with the URL redacted.
+	ErrConnect = errors.New("routing: cannot connect to the broker at")
 	// ErrNotConnected is the readiness reason before the first connection and between reconnects.
 	ErrNotConnected = errors.New("routing: not connected to the broker")
 	// ErrBlocked is the readiness reason while the broker blocks publishing (memory or disk alarm).
 	ErrBlocked = errors.New("routing: broker blocks publishing (resource alarm)")
+	// ErrStalled is the readiness reason while a publish has waited for the
+	// broker to read it for longer than amqp.confirm_timeout (a stopped or
+	// overloaded broker, a full network path).
+	ErrStalled = errors.New("routing: broker stopped reading publishes")
 	// ErrStopped is the readiness reason once the router was stopped.
 	ErrStopped = errors.New("routing: stopped")
 )

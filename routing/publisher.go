@@ -2,6 +2,7 @@ package routing
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -20,43 +21,165 @@ type unconfirmed struct {
 	span trace.Span // the PRODUCER span, ended at the confirm
 }
 
-// publisher publishes calls on one confirm-mode channel. Confirms are
-// pipelined: any number of calls are in flight, and one goroutine (run)
-// resolves their confirms and returns in order.
+// publishQueueSize is how many calls wait at most for the publisher's
+// goroutine. A call that finds the queue full is answered "unavailable" at
+// once. 4096 calls is about two seconds of a busy node's calls: enough to
+// ride out a slow moment of the broker, small enough (a few MiB of bodies)
+// not to hide a broker that stopped reading.
+const publishQueueSize = 4096
+
+// pubChannel is the part of *amqp.Channel the publisher writes to.
+type pubChannel interface {
+	GetNextPublishSeqNo() uint64
+	Publish(exchange, key string, mandatory, immediate bool, msg amqp.Publishing) error
+}
+
+// pubJob is a call waiting in the publish queue. msg.Body lives in buf,
+// which goes back to the router's pool once the job is done.
+type pubJob struct {
+	c    *call
+	msg  amqp.Publishing
+	span trace.Span // the PRODUCER span
+	buf  *[]byte
+}
+
+// publisher publishes calls on one confirm-mode channel. Callers only
+// enqueue (enqueue never waits for the broker); one goroutine (write)
+// publishes, since amqp091's Publish blocks on socket I/O and is not
+// context-aware. Confirms are pipelined: any number of calls are in flight,
+// and another goroutine (run) resolves their confirms and returns in order
+// and answers the calls of a stalled broker.
 type publisher struct {
 	// Set at construction.
-	r  *Router
-	ch *amqp.Channel
+	r    *Router
+	ch   pubChannel
+	jobs chan *pubJob  // the publish queue; sent to only under mu
+	done chan struct{} // closed by shutdown: write returns
+	stop sync.Once
 
-	mu sync.Mutex // serialises publishes so that sequence numbers match confirms
+	// writingSince is when the Publish under way began (Unix nanoseconds),
+	// 0 between publishes. Written by write only.
+	writingSince atomic.Int64
+
+	mu sync.Mutex // never held across I/O
 	// Guarded by mu.
 	queue  []unconfirmed // FIFO of unconfirmed publishes, oldest at head
 	head   int
 	closed bool
 }
 
-func newPublisher(r *Router, ch *amqp.Channel) *publisher {
-	return &publisher{r: r, ch: ch}
+func newPublisher(r *Router, ch pubChannel) *publisher {
+	return &publisher{r: r, ch: ch, jobs: make(chan *pubJob, publishQueueSize), done: make(chan struct{})}
 }
 
-// publish makes the assigned call c pending and sends msg for it.
-// Inserting under the publish lock keeps the pending table in publish
-// order, which is the order in which a backend that does not copy
-// correlation ids answers. On error c is still pending; the caller takes it
-// and answers.
-func (p *publisher) publish(c *call, msg *amqp.Publishing, span trace.Span) error {
+// enqueue makes the assigned call j.c pending and queues j for the writer;
+// it never blocks. Inserting and queueing under mu keeps the pending table
+// in queue order, which is publish order, which is the order in which a
+// backend that does not copy correlation ids answers. When the call cannot
+// be queued it returns why, and j.c was not made pending.
+func (p *publisher) enqueue(j *pubJob, now time.Time) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.r.pending.insert(c, p.r.timeout, p.r.expire)
+	switch {
+	case p.closed:
+		return "the broker is not connected"
+	case p.stalled(now):
+		return "the broker stopped reading publishes"
+	case len(p.jobs) == cap(p.jobs): // only enqueue sends, under mu: a send now cannot block
+		return "the node's publish queue is full"
+	}
+	p.r.pending.insert(j.c, p.r.timeout, p.r.expire)
+	p.jobs <- j
+	return ""
+}
+
+// stalled reports whether a Publish has been under way for longer than
+// amqp.confirm_timeout at now: the broker (or the network) stopped reading.
+func (p *publisher) stalled(now time.Time) bool {
+	since := p.writingSince.Load()
+	return since != 0 && now.UnixNano()-since > int64(p.r.confirmTimeout)
+}
+
+// write publishes queued calls, one after the other, until shutdown. Each
+// wakeup publishes everything queued by then without waiting; amqp091
+// flushes each Publish itself (it offers no publish without a flush).
+func (p *publisher) write() {
+	for {
+		select {
+		case <-p.done:
+			return
+		case j := <-p.jobs:
+			p.publish(j)
+		}
+	}
+}
+
+// publish sends one queued call. Its unconfirmed entry goes in before the
+// Publish (the confirm may be read before Publish returns) and comes out
+// again when it fails.
+func (p *publisher) publish(j *pubJob) {
+	defer p.r.putBuf(j)
+	p.mu.Lock()
 	if p.closed {
-		return amqp.ErrClosed
+		p.mu.Unlock()
+		p.fail(j, "the broker connection was lost before the call was published")
+		return
 	}
-	seq := p.ch.GetNextPublishSeqNo()
-	if err := p.ch.Publish(p.r.topo.ExchangeOut, routingKey(c.method), true, false, *msg); err != nil {
-		return err
+	seq := p.ch.GetNextPublishSeqNo() // only write publishes: the number stays ours
+	p.queue = append(p.queue, unconfirmed{seq: seq, c: j.c, at: time.Now(), span: j.span})
+	p.mu.Unlock()
+
+	p.writingSince.Store(time.Now().UnixNano())
+	err := p.ch.Publish(p.r.topo.ExchangeOut, routingKey(j.c.method), true, false, j.msg)
+	p.writingSince.Store(0)
+	if err != nil {
+		p.mu.Lock()
+		_, mine := p.removeLocked(seq) // else the confirm timeout or shutdown answered it
+		p.mu.Unlock()
+		if mine {
+			p.fail(j, "the broker is not connected")
+		}
+		return
 	}
-	p.queue = append(p.queue, unconfirmed{seq: seq, c: c, at: time.Now(), span: span})
-	return nil
+	p.r.metrics.Calls.Inc()
+}
+
+// fail ends the publish span of j and answers its call "unavailable" if it
+// is still pending.
+func (p *publisher) fail(j *pubJob, reason string) {
+	endError(j.span, protocol.CodeUnavailable)
+	if p.r.pending.take(j.c) {
+		p.r.answerError(j.c, protocol.CodeUnavailable, reason)
+	}
+}
+
+// drain answers every queued call "unavailable" without publishing it.
+// It may run while write receives too: each job is received once.
+func (p *publisher) drain(reason string) int {
+	n := 0
+	for {
+		select {
+		case j := <-p.jobs:
+			p.fail(j, reason)
+			p.r.putBuf(j)
+			n++
+		default:
+			return n
+		}
+	}
+}
+
+// removeLocked removes the unconfirmed entry with seq, if it is still there.
+func (p *publisher) removeLocked(seq uint64) (unconfirmed, bool) {
+	for i := len(p.queue) - 1; i >= p.head; i-- {
+		if u := p.queue[i]; u.seq == seq {
+			copy(p.queue[i:], p.queue[i+1:])
+			p.queue[len(p.queue)-1] = unconfirmed{}
+			p.queue = p.queue[:len(p.queue)-1]
+			return u, true
+		}
+	}
+	return unconfirmed{}, false
 }
 
 // routingKey is the method, cut to AMQP's 255-byte short string limit. The
@@ -68,7 +191,7 @@ func routingKey(method string) string {
 	return method
 }
 
-// popThrough removes the entries up to and including seq and returns the one
+// popLocked removes the entries up to and including seq and returns the one
 // with seq, if any. Older entries without a confirm cannot exist with the
 // library's in-order confirms; they were removed by the confirm timeout.
 func (p *publisher) popLocked(seq uint64) (unconfirmed, bool) {
@@ -119,6 +242,7 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 	tick := time.NewTicker(p.r.confirmTimeout / 4)
 	defer tick.Stop()
 	defer p.shutdown()
+	stalled := false
 	for confirms != nil || returns != nil {
 		select {
 		case ret, ok := <-returns:
@@ -163,8 +287,28 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 					p.r.answerError(u.c, protocol.CodeUnavailable, "the broker did not confirm the call in time")
 				}
 			}
+			stalled = p.checkStall(now, stalled)
 		}
 	}
+}
+
+// checkStall answers the queued calls "unavailable" while the writer is
+// stuck in a Publish (see stalled), so that no call waits for a stalled
+// broker longer than about amqp.confirm_timeout; enqueue refuses new ones
+// meanwhile. It logs when a stall begins and ends; was is the state at the
+// previous tick.
+func (p *publisher) checkStall(now time.Time, was bool) bool {
+	is := p.stalled(now)
+	if is {
+		n := p.drain("the broker stopped reading publishes")
+		if !was {
+			p.r.log.Warn("broker stopped reading publishes; calls fail with unavailable until it reads again",
+				"stalled_for", time.Duration(now.UnixNano()-p.writingSince.Load()).Round(time.Millisecond).String(), "queued_calls_failed", n)
+		}
+	} else if was {
+		p.r.log.Info("broker reads publishes again")
+	}
+	return is
 }
 
 // markReturned sets an error status on the publish span of the call with
@@ -180,9 +324,12 @@ func (p *publisher) markReturned(n uint64) {
 	}
 }
 
-// shutdown stops publishing and answers every unconfirmed call: it may or may
-// not have reached the broker, and the client must not wait for a timeout.
+// shutdown stops publishing and answers every queued and unconfirmed call:
+// an unconfirmed one may or may not have reached the broker, and the client
+// must not wait for a timeout. It is idempotent, never waits for the writer,
+// and does not stop a Publish under way (closing the connection does).
 func (p *publisher) shutdown() {
+	p.stop.Do(func() { close(p.done) })
 	p.mu.Lock()
 	p.closed = true
 	rest := p.queue[p.head:]
@@ -194,4 +341,5 @@ func (p *publisher) shutdown() {
 			p.r.answerError(u.c, protocol.CodeUnavailable, "the broker connection was lost before the call was confirmed")
 		}
 	}
+	p.drain("the broker connection was lost before the call was published")
 }

@@ -111,15 +111,20 @@ func New(o Options) *Router {
 func (r *Router) Topology() Topology { return r.topo }
 
 // Ready returns nil while the node can take calls: connected, topology
-// declared, in-queue consumed, publishing not blocked. Otherwise the reason.
+// declared, in-queue consumed, publishing neither blocked nor stalled.
+// Otherwise the reason.
 func (r *Router) Ready() error {
-	if r.pub.Load() == nil {
+	p := r.pub.Load()
+	if p == nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.notReady
 	}
 	if r.blocked.Load() {
 		return ErrBlocked
+	}
+	if p.stalled(time.Now()) {
+		return ErrStalled
 	}
 	return nil
 }
@@ -129,8 +134,10 @@ func (r *Router) Pending() int { return r.pending.len() }
 
 // Call publishes frame f made by token and arranges for exactly one answer
 // (a result or an error frame) to reach from; calls without an id get no
-// timeout error. It never waits for the broker's confirm. f's bytes are not
-// retained.
+// timeout error. It never blocks: it queues the call for the publisher's
+// goroutine (see publishQueueSize) and answers "unavailable" at once when
+// the broker is not connected, blocks publishes, stopped reading them, or
+// the queue is full. f's bytes are not retained.
 func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
 	c := &call{from: from, token: token, method: f.Method, start: time.Now()}
 	if f.ID != nil {
@@ -150,14 +157,14 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 	corrID := r.pending.correlationID(c)
 	pctx, pspan := r.startPublish(ctx, c, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
-	r.prop.Inject(pctx, telemetry.AMQPHeaders(headers))
+	r.prop.Inject(pctx, AMQPHeaders(headers))
 
 	bp, _ := r.bufs.Get().(*[]byte)
 	if bp == nil {
 		b := make([]byte, 0, 512)
 		bp = &b
 	}
-	msg := amqp.Publishing{
+	j := &pubJob{c: c, span: pspan, buf: bp, msg: amqp.Publishing{
 		ContentType:   "application/json",
 		CorrelationId: corrID,
 		MessageId:     corrID,
@@ -167,20 +174,21 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 		AppId:         "piped",
 		Headers:       headers,
 		Body:          protocol.AppendCall((*bp)[:0], f, token),
-	}
-	err := p.publish(c, &msg, pspan)
-	if cap(msg.Body) <= 64<<10 {
-		*bp = msg.Body
-		r.bufs.Put(bp)
-	}
-	if err != nil {
+	}}
+	if reason := p.enqueue(j, c.start); reason != "" {
 		endError(pspan, protocol.CodeUnavailable)
-		if r.pending.take(c) {
-			r.answerError(c, protocol.CodeUnavailable, "the broker is not connected")
-		}
-		return
+		r.putBuf(j)
+		r.answerError(c, protocol.CodeUnavailable, reason)
 	}
-	r.metrics.Calls.Inc()
+}
+
+// putBuf returns the body buffer of j to the pool, unless it grew large.
+func (r *Router) putBuf(j *pubJob) {
+	if cap(j.msg.Body) <= 64<<10 {
+		*j.buf = j.msg.Body[:0]
+		r.bufs.Put(j.buf)
+	}
+	j.buf, j.msg.Body = nil, nil
 }
 
 // expire answers c with a timeout error if it is still pending. A call
@@ -243,7 +251,14 @@ func (r *Router) Run(ctx context.Context) error {
 		// Equal jitter: a random wait in [backoff/2, backoff], so nodes that lost
 		// the broker together do not come back in lockstep.
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
-		r.log.Warn("broker session ended; reconnecting", "error", err, "retry_in", wait.String())
+		switch {
+		case wasReady:
+			r.log.Warn("broker session ended; reconnecting", "error", err, "retry_in", wait.String())
+		case errors.Is(err, ErrConnect):
+			r.log.Warn("cannot connect to the broker; retrying", "error", err, "retry_in", wait.String())
+		default:
+			r.log.Warn("broker session failed before it was ready; retrying", "error", err, "retry_in", wait.String())
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -260,6 +275,10 @@ func (r *Router) setNotReady(err error) {
 	r.metrics.Ready.Set(0)
 }
 
+// closeTimeout bounds closing a session's connections: the broker's
+// close-ok, or a Publish stuck on a broker that stopped reading.
+const closeTimeout = 2 * time.Second
+
 // dial opens one connection, named for the management UI.
 func (r *Router) dial(role string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
@@ -271,7 +290,7 @@ func (r *Router) dial(role string) (*amqp.Connection, error) {
 	})
 	if err != nil {
 		// amqp091's dial errors do not contain the URL; say which broker, redacted.
-		return nil, fmt.Errorf("routing: connect %s to %s: %w", role, telemetry.RedactURL(r.url), err)
+		return nil, fmt.Errorf("%w %s (%s connection): %w", ErrConnect, telemetry.RedactURL(r.url), role, err)
 	}
 	return conn, nil
 }
@@ -328,16 +347,20 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 
 	var wg sync.WaitGroup
 	p := newPublisher(r, pubCh)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); p.run(confirms, returns) }()
+	go func() { defer wg.Done(); p.write() }()
 	go func() { defer wg.Done(); r.watchBlocked(blocked) }()
 	defer func() {
 		r.pub.Store(nil)
 		r.blocked.Store(false)
 		r.metrics.BrokerBlocked.Set(0)
-		p.shutdown()
-		_ = pubConn.Close()
-		_ = consConn.Close()
+		p.shutdown() // answers the queued and unconfirmed calls
+		// A deadline, so that a Publish stuck on a broker that stopped
+		// reading returns (the socket deadline ends it) and the close does
+		// not wait behind it.
+		_ = pubConn.CloseDeadline(time.Now().Add(closeTimeout))
+		_ = consConn.CloseDeadline(time.Now().Add(closeTimeout))
 		wg.Wait()
 	}()
 

@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -17,6 +18,8 @@ type Topology struct {
 	// InQueueExpires is x-expires on the in-queue (0: none): the queue of a
 	// node that is gone for good is deleted after this long unused.
 	InQueueExpires time.Duration
+	// Vhost is the virtual host of amqp.url, named in advice on conflicts.
+	Vhost string
 }
 
 // NewTopology derives the names for node id from the configuration.
@@ -28,7 +31,18 @@ func NewTopology(cfg config.AMQP, nodeID string) Topology {
 		QueueOut:       cfg.QueueOutPrefix + nodeID,
 		Mass:           cfg.MassExchange,
 		InQueueExpires: cfg.InQueueExpires,
+		Vhost:          vhostOf(cfg.URL),
 	}
+}
+
+// vhostOf returns the virtual host of an AMQP URL ("/" when it names none
+// or does not parse).
+func vhostOf(url string) string {
+	u, err := amqp.ParseURI(url)
+	if err != nil || u.Vhost == "" {
+		return "/"
+	}
+	return u.Vhost
 }
 
 // declarer is the part of *amqp.Channel that Declare uses.
@@ -55,14 +69,14 @@ func (t Topology) inQueueArgs() amqp.Table {
 func (t Topology) Declare(ch declarer) error {
 	for _, ex := range []string{t.ExchangeIn, t.ExchangeOut, t.Mass} {
 		if err := ch.ExchangeDeclare(ex, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
-			return conflict(err, "exchange", ex, "it must be a durable fanout exchange")
+			return t.conflict(err, "exchange", ex, "it must be a durable fanout exchange")
 		}
 	}
 	if _, err := ch.QueueDeclare(t.QueueIn, true, false, false, false, t.inQueueArgs()); err != nil {
-		return conflict(err, "queue", t.QueueIn, fmt.Sprintf("it must be durable with arguments %v", t.inQueueArgs()))
+		return t.conflict(err, "queue", t.QueueIn, fmt.Sprintf("it must be durable with arguments %v", t.inQueueArgs()))
 	}
 	if _, err := ch.QueueDeclare(t.QueueOut, true, false, false, false, nil); err != nil {
-		return conflict(err, "queue", t.QueueOut, "it must be durable with no arguments")
+		return t.conflict(err, "queue", t.QueueOut, "it must be durable with no arguments")
 	}
 	if err := ch.QueueBind(t.QueueIn, "", t.ExchangeIn, false, nil); err != nil {
 		return fmt.Errorf("routing: bind %s to %s: %w", t.QueueIn, t.ExchangeIn, err)
@@ -76,11 +90,45 @@ func (t Topology) Declare(ch declarer) error {
 	return nil
 }
 
-func conflict(err error, kind, name, want string) error {
+// conflict reports a failed declare; a 406 becomes ErrTopologyConflict
+// with the command that deletes the object of that kind.
+func (t Topology) conflict(err error, kind, name, want string) error {
 	var ae *amqp.Error
 	if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
-		return fmt.Errorf("%w: %s %q exists with other settings; %s: delete it (rabbitmqctl delete_queue, rabbitmqadmin delete exchange, or the management UI) or change node.id or the amqp prefixes (broker said: %s)",
-			ErrTopologyConflict, kind, name, want, ae.Reason)
+		return fmt.Errorf("%w: %s %q exists with other settings; %s: delete it (%s, or the management UI) or change node.id or the amqp prefixes (broker said: %s)",
+			ErrTopologyConflict, kind, name, want, t.deleteCommand(kind, name), ae.Reason)
 	}
 	return fmt.Errorf("routing: declare %s %s: %w", kind, name, err)
+}
+
+// deleteCommand is the shell command that deletes the named queue or
+// exchange in the topology's vhost: rabbitmqctl deletes queues but not
+// exchanges, which need rabbitmqadmin (the management plugin).
+func (t Topology) deleteCommand(kind, name string) string {
+	vhost := ""
+	if t.Vhost != "" && t.Vhost != "/" {
+		vhost = " -p " + shellQuote(t.Vhost)
+	}
+	if kind == "queue" {
+		return "rabbitmqctl" + vhost + " delete_queue " + shellQuote(name)
+	}
+	if vhost != "" {
+		vhost = " -V " + shellQuote(t.Vhost)
+	}
+	return "rabbitmqadmin" + vhost + " delete exchange name=" + shellQuote(name)
+}
+
+// shellQuote quotes s for a POSIX shell unless it is plainly safe.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.:/=@%+", c)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

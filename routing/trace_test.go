@@ -21,9 +21,8 @@ import (
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/telemetry"
+	"github.com/piped-dev/piped/test/harness"
 )
-
-const brokerURL = "amqp://guest:guest@127.0.0.1:5672/"
 
 // brokerRouter runs a Router on the real broker under a unique node id with
 // spans recorded in memory; everything is stopped and deleted at cleanup.
@@ -43,7 +42,7 @@ func startBrokerRouter(t *testing.T, timeout time.Duration) *brokerRouter {
 	_, _ = rand.Read(b)
 	id := "rt-" + hex.EncodeToString(b)
 	cfg := config.Defaults().AMQP
-	cfg.URL = brokerURL
+	cfg.URL = harness.AMQPURL()
 	cfg.MassExchange = "mass-" + id
 	hub := &fakeHub{conns: map[string]int{}}
 	r := New(Options{NodeID: id, AMQP: cfg, Timeout: timeout, Hub: hub,
@@ -69,7 +68,7 @@ func startBrokerRouter(t *testing.T, timeout time.Duration) *brokerRouter {
 }
 
 func deleteTopology(t *testing.T, topo Topology) {
-	conn, err := amqp.Dial(brokerURL)
+	conn, err := amqp.Dial(harness.AMQPURL())
 	if err != nil {
 		t.Logf("cleanup: %v", err)
 		return
@@ -92,7 +91,7 @@ func deleteTopology(t *testing.T, topo Topology) {
 // context on the result, as docs/tracing.md tells backends to do.
 func (b *brokerRouter) backend(t *testing.T, copyHeaders bool) {
 	t.Helper()
-	conn, err := amqp.Dial(brokerURL)
+	conn, err := amqp.Dial(harness.AMQPURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +109,7 @@ func (b *brokerRouter) backend(t *testing.T, copyHeaders bool) {
 		defer wg.Done()
 		tracer := b.tracing.Tracer()
 		for d := range deliveries {
-			ctx := b.tracing.Propagator.Extract(context.Background(), telemetry.AMQPHeaders(d.Headers))
+			ctx := b.tracing.Propagator.Extract(context.Background(), AMQPHeaders(d.Headers))
 			ctx, span := tracer.Start(ctx, "backend handle", trace.WithSpanKind(trace.SpanKindConsumer))
 			var call map[string]json.RawMessage
 			_ = json.Unmarshal(d.Body, &call)
@@ -121,7 +120,7 @@ func (b *brokerRouter) backend(t *testing.T, copyHeaders bool) {
 			body += `}`
 			headers := amqp.Table{}
 			if copyHeaders {
-				b.tracing.Propagator.Inject(ctx, telemetry.AMQPHeaders(headers))
+				b.tracing.Propagator.Inject(ctx, AMQPHeaders(headers))
 			}
 			_ = ch.Publish(b.topo.ExchangeIn, "", false, false, amqp.Publishing{CorrelationId: d.CorrelationId, Headers: headers, Body: []byte(body)})
 			span.End()
@@ -260,12 +259,12 @@ func TestTraceEvent(t *testing.T) {
 	b := startBrokerRouter(t, time.Second)
 	ctx, span := b.tracing.Tracer().Start(context.Background(), "backend emit", trace.WithSpanKind(trace.SpanKindProducer))
 	headers := amqp.Table{}
-	b.tracing.Propagator.Inject(ctx, telemetry.AMQPHeaders(headers))
+	b.tracing.Propagator.Inject(ctx, AMQPHeaders(headers))
 	span.End()
 	b.hub.mu.Lock()
 	b.hub.conns["tok"] = 1
 	b.hub.mu.Unlock()
-	conn, err := amqp.Dial(brokerURL)
+	conn, err := amqp.Dial(harness.AMQPURL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/config"
 )
@@ -56,22 +55,6 @@ func TestTokenHashIsStableAndOpaque(t *testing.T) {
 	a, b := TokenHash("secret-token"), TokenHash("secret-token")
 	if a != b || strings.Contains(a, "secret") || len(a) != 12 {
 		t.Fatalf("TokenHash: %q %q", a, b)
-	}
-}
-
-// Trace context survives a trip through AMQP headers.
-func TestAMQPHeadersCarrier(t *testing.T) {
-	tr := NewTestTracing(sdktrace.NewTracerProvider())
-	ctx, span := tr.Tracer().Start(context.Background(), "s")
-	defer span.End()
-	h := AMQPHeaders{}
-	tr.Propagator.Inject(ctx, h)
-	if _, ok := h["traceparent"].(string); !ok {
-		t.Fatalf("no traceparent header: %v", h)
-	}
-	got := trace.SpanContextFromContext(tr.Propagator.Extract(context.Background(), h))
-	if got.TraceID() != span.SpanContext().TraceID() || got.SpanID() != span.SpanContext().SpanID() {
-		t.Fatalf("extracted %v, want %v", got, span.SpanContext())
 	}
 }
 

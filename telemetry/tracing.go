@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -143,36 +142,6 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 // with an in-memory recorder in tests).
 func NewTestTracing(tp trace.TracerProvider) *Tracing {
 	return &Tracing{Provider: tp, Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
-}
-
-// AMQPHeaders carries trace context in AMQP message headers
-// (propagation.TextMapCarrier over amqp.Table). Values that are not strings
-// are ignored on Get.
-type AMQPHeaders amqp.Table
-
-var _ propagation.TextMapCarrier = AMQPHeaders(nil)
-
-// Get returns the header's value when it is a string.
-func (h AMQPHeaders) Get(key string) string {
-	switch v := h[key].(type) {
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	}
-	return ""
-}
-
-// Set sets a header; h must not be nil.
-func (h AMQPHeaders) Set(key, value string) { h[key] = value }
-
-// Keys lists the header names.
-func (h AMQPHeaders) Keys() []string {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 // FrameCarrier reads a client frame's "traceparent"/"tracestate" fields.

@@ -117,7 +117,10 @@ func startLocked() (*broker, error) {
 	b := &broker{dir: dir}
 	files := map[string]string{
 		// The machine's /etc/rabbitmq/rabbitmq.conf listens on 5672: ours must not read it.
-		"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\n", brokerPort),
+		// A small receive buffer (no autotuning to tens of MiB) so that a
+		// stopped broker's sockets fill within seconds, as a real broker's
+		// do under load (TestBrokerStopsReading).
+		"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\ntcp_listen_options.recbuf = 65536\n", brokerPort),
 		"enabled_plugins": "[].\n",
 	}
 	for _, d := range []string{"mnesia", "log"} {
@@ -217,6 +220,22 @@ func ctl(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-n", brokerNode}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// brokerPID returns the OS process id of the node (its Erlang VM).
+func brokerPID(t testing.TB) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := ctl(ctx, "eval", "os:getpid().")
+	if err != nil {
+		t.Fatalf("rabbitmqctl -n %s eval os:getpid(): %v\n%s", brokerNode, err, out)
+	}
+	pid, err := strconv.Atoi(strings.Trim(strings.TrimSpace(out), `"`))
+	if err != nil {
+		t.Fatalf("the node's pid: %q: %v", out, err)
+	}
+	return pid
 }
 
 // mustCtl runs rabbitmqctl on the test's node, failing the test on error.

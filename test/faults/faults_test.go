@@ -5,6 +5,7 @@ package faults
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,8 +24,9 @@ const (
 
 // recovered waits, after the fault began at faultAt, for /readyz to leave
 // 200 and come back, for the broker connection count to grow, and for calls
-// sent after that to get results again.
-func recovered(t *testing.T, n *h.Node, tr *traffic, w *readyWatch, faultAt time.Time, connects float64, reason string) {
+// sent after that to get results again. One /readyz answer of the outage
+// must mention one of reasons: texts only this fault produces.
+func recovered(t *testing.T, n *h.Node, tr *traffic, w *readyWatch, faultAt time.Time, connects float64, reasons ...string) {
 	t.Helper()
 	down := w.waitNotReady(t, faultAt, "/readyz to leave 200 after the fault")
 	t.Logf("/readyz %d %s, %v after the fault began", down.code, down.body, down.at.Sub(faultAt).Round(time.Millisecond))
@@ -37,10 +39,12 @@ func recovered(t *testing.T, n *h.Node, tr *traffic, w *readyWatch, faultAt time
 		if s.code != 503 || !strings.Contains(s.body, `"reason"`) {
 			t.Errorf("/readyz answered %d %s during the outage, want 503 with a reason", s.code, s.body)
 		}
-		mentioned = mentioned || strings.Contains(s.body, reason)
+		for _, r := range reasons {
+			mentioned = mentioned || strings.Contains(s.body, r)
+		}
 	}
 	if !mentioned {
-		t.Errorf("no /readyz answer during the outage mentions %q:%s", reason, w)
+		t.Errorf("no /readyz answer during the outage mentions any of %q:%s", reasons, w)
 	}
 	t.Logf("/readyz 200 again after %v", up.Sub(down.at).Round(time.Millisecond))
 	h.Eventually(t, 10*time.Second, "piped_broker_connects_total to grow", func() bool {
@@ -74,13 +78,17 @@ type scenario struct {
 	connects float64 // piped_broker_connects_total before the fault
 }
 
-// begin starts the node, the clients and their traffic; the fault may
+// begin starts the node (with env added to its environment), the clients
+// and their traffic (changed by tweak first, when not nil); the fault may
 // follow once it returns.
-func begin(t *testing.T) *scenario {
+func begin(t *testing.T, tweak func(*traffic), env ...string) *scenario {
 	t.Helper()
-	n := startNode(t)
+	n := startNode(t, env...)
 	sc := &scenario{n: n, tr: dial(t, n), w: watchReady(t, n)}
 	sc.connects = n.Metric(t, "piped_broker_connects_total")
+	if tweak != nil {
+		tweak(sc.tr)
+	}
 	sc.tr.start()
 	time.Sleep(before)
 	return sc
@@ -99,10 +107,11 @@ func (sc *scenario) end(t *testing.T, fault string) {
 // The broker closes every connection: the node reconnects at once, its
 // clients stay connected, and every call gets exactly one answer.
 func TestBrokerClosesConnections(t *testing.T) {
-	sc := begin(t)
+	sc := begin(t, nil)
 	faultAt := time.Now()
 	mustCtl(t, "close_all_connections", "test")
-	recovered(t, sc.n, sc.tr, sc.w, faultAt, sc.connects, "connect")
+	// The broker's close names the cause: "CONNECTION_FORCED - test".
+	recovered(t, sc.n, sc.tr, sc.w, faultAt, sc.connects, "CONNECTION_FORCED - test")
 	sc.end(t, "close_all_connections")
 	t.Logf("piped_broker_connects_total %v", sc.n.Metric(t, "piped_broker_connects_total"))
 }
@@ -111,13 +120,16 @@ func TestBrokerClosesConnections(t *testing.T) {
 // node reconnects and redeclares, clients stay, every call gets exactly one
 // answer, and the topology works again afterwards.
 func TestBrokerAppRestart(t *testing.T) {
-	sc := begin(t)
+	sc := begin(t, nil)
 	n, tr := sc.n, sc.tr
 	faultAt := time.Now()
 	mustCtl(t, "stop_app")
 	time.Sleep(3 * time.Second)
 	mustCtl(t, "start_app")
-	recovered(t, n, tr, sc.w, faultAt, sc.connects, "connect")
+	// Stopping closes the connections ("CONNECTION_FORCED - broker forced
+	// connection closure with reason 'shutdown'") or first cancels the
+	// consumer; while stopped, reconnecting is refused.
+	recovered(t, n, tr, sc.w, faultAt, sc.connects, "CONNECTION_FORCED", "cancelled by the broker", "connection refused")
 
 	// The topology is back: both queues exist, and an event through the
 	// mass exchange reaches the token's clients (0 and 1).
@@ -149,7 +161,7 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 			t.Errorf("restoring the memory watermark: %v\n%s", err, out)
 		}
 	})
-	sc := begin(t)
+	sc := begin(t, nil)
 	n, tr, w := sc.n, sc.tr, sc.w
 	faultAt := time.Now()
 	mustCtl(t, "set_vm_memory_high_watermark", "0")
@@ -180,7 +192,106 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 		t.Errorf("while blocked %d of %d calls failed with unavailable (slowest after %v), want all within 2s",
 			during.codes["unavailable"], during.made, worst)
 	}
+	// A block is not a lost connection: the node rides it out on the same session.
 	if c := n.Metric(t, "piped_broker_connects_total"); c != sc.connects {
-		t.Logf("note: the node reconnected during the alarm (%v connects, was %v)", c, sc.connects)
+		t.Errorf("the node reconnected during the alarm (%v connects, was %v), want the same session throughout", c, sc.connects)
 	}
+}
+
+// The broker stops reading (its process is stopped with SIGSTOP) before it
+// could send connection.blocked: the node's publishes stall on a full
+// socket. Every call with an id is still answered ("unavailable" or
+// "timeout") within amqp.confirm_timeout plus a margin, pings on the same
+// connections are answered at once, and /readyz says why. After SIGCONT
+// calls get results again and no call is answered twice.
+func TestBrokerStopsReading(t *testing.T) {
+	const (
+		confirmTimeout = 2 * time.Second
+		// margin: the confirm timeout is checked every confirmTimeout/4,
+		// and answers cross a loaded machine.
+		margin  = 2 * time.Second
+		stopFor = 12 * time.Second // < 3 heartbeats (30s): the sessions survive the stop
+		pongIn  = time.Second      // "at once" for a ping, on a loaded machine
+		// Longer than the bound on answers below: a call must not get its
+		// answer from its timeout.
+		callTimeout = 6 * time.Second
+	)
+	pid := brokerPID(t)
+	cont := func() {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Errorf("SIGCONT %d: %v", pid, err)
+		}
+	}
+	t.Cleanup(cont) // never leave the node stopped for the tests after this one
+	sc := begin(t, func(tr *traffic) {
+		tr.pad = strings.Repeat("x", 512) // fills the broker's socket within seconds
+		tr.pingEvery = 10
+		tr.grace = callTimeout + 2*time.Second
+	},
+		"PIPED_AMQP_CONFIRM_TIMEOUT="+confirmTimeout.String(),
+		"PIPED_REQUESTS_TIMEOUT="+callTimeout.String(),
+		// Calls wait up to confirmTimeout at 100 a second per connection:
+		// more than the default 128 may be in flight, which is not this test's subject.
+		"PIPED_WS_MAX_INFLIGHT=4096",
+	)
+	n, tr, w := sc.n, sc.tr, sc.w
+
+	stopAt := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %d: %v", pid, err)
+	}
+	t.Logf("SIGSTOP to the broker (pid %d)", pid)
+	time.Sleep(time.Until(stopAt.Add(stopFor)))
+	contAt := time.Now()
+	cont()
+	t.Logf("SIGCONT after %v", contAt.Sub(stopAt).Round(time.Millisecond))
+
+	// /readyz named the stall: the publishes did wait on the stopped broker.
+	sawStall := false
+	for _, s := range w.outage(stopAt) {
+		if !sawStall && strings.Contains(s.body, "stopped reading publishes") {
+			t.Logf("/readyz %d %s, %v after SIGSTOP", s.code, s.body, s.at.Sub(stopAt).Round(time.Millisecond))
+			sawStall = true
+		}
+	}
+	if !sawStall {
+		t.Errorf("no /readyz answer during the stop says the broker stopped reading publishes (the sockets never filled?):%s", w)
+	}
+
+	up := contAt
+	if down, ok := w.notReadySince(stopAt); ok {
+		up = w.waitReadyAgain(t, down.at, 60*time.Second)
+	}
+	var back time.Time
+	h.Eventually(t, 60*time.Second, "a call sent after SIGCONT to get a result", func() bool {
+		back = tr.firstResultAfter(contAt)
+		return !back.IsZero()
+	})
+	t.Logf("/readyz 200 again %v after SIGCONT; results for calls sent %v after SIGCONT",
+		up.Sub(contAt).Round(time.Millisecond), back.Sub(contAt).Round(time.Millisecond))
+
+	// Pings during the stop, on the connections that make the calls.
+	worst, median, answered, unanswered := tr.pingLatency(stopAt, contAt.Add(-pongIn))
+	t.Logf("pings during the stop: %d answered (median %v, slowest %v), %d unanswered",
+		answered, median.Round(time.Microsecond), worst.Round(time.Microsecond), unanswered)
+	if answered == 0 || unanswered > 0 || worst > pongIn {
+		t.Errorf("pings during the stop: %d answered, slowest after %v, %d unanswered; want all within %v",
+			answered, worst, unanswered, pongIn)
+	}
+
+	sc.end(t, "SIGSTOP/SIGCONT")
+
+	// Every call sent while the broker was stopped (early enough for its
+	// deadline to pass before SIGCONT) failed within the bound.
+	bound := confirmTimeout + margin
+	from, to := stopAt.Add(50*time.Millisecond), contAt.Add(-bound)
+	during := tr.count(from, to)
+	slowest, _ := tr.maxLatency(from, to, "")
+	t.Logf("sent during the stop: %s; slowest answer after %v", during, slowest.Round(time.Millisecond))
+	if during.made == 0 || during.lost > 0 || during.results > 0 ||
+		during.codes["unavailable"]+during.codes["timeout"] != during.made || slowest > bound {
+		t.Errorf("during the stop %d calls: %d results, codes %v, %d unanswered, slowest answer after %v; want all unavailable or timeout within %v",
+			during.made, during.results, during.codes, during.lost, slowest, bound)
+	}
+	t.Logf("piped_broker_connects_total %v (was %v)", n.Metric(t, "piped_broker_connects_total"), sc.connects)
 }

@@ -60,6 +60,15 @@ type tclient struct {
 	wrong   []string // frames that are no answer to a call of ours
 	sendErr error
 	closed  time.Time
+	pings   []time.Time // pings sent and not yet answered, oldest first
+	pongs   []pong
+}
+
+// pong is the answer to one ping: when the ping was sent, and how long the
+// pong took.
+type pong struct {
+	sent    time.Time
+	latency time.Duration
 }
 
 // traffic is the clients of one test and the readiness watcher.
@@ -67,6 +76,10 @@ type traffic struct {
 	t       *testing.T
 	n       *h.Node
 	clients []*tclient
+	// Set before start.
+	pad       string        // added to every call's payload, to make the traffic heavier
+	pingEvery int           // every pingEvery-th send is a {"method":"ping"} (0: none)
+	grace     time.Duration // wait after the traffic stops; 0: grace
 	stopSend,
 	stopRead chan struct{}
 	stopped time.Time      // when sending stopped
@@ -100,18 +113,30 @@ func (tr *traffic) send(tc *tclient) {
 	defer tr.wg.Done()
 	tick := time.NewTicker(callEvery)
 	defer tick.Stop()
-	for id := 1; ; id++ {
+	for id, n := 1, 1; ; n++ {
 		select {
 		case <-tr.stopSend:
 			return
 		case <-tick.C:
 		}
+		if tr.pingEvery > 0 && n%tr.pingEvery == 0 {
+			tc.mu.Lock()
+			tc.pings = append(tc.pings, time.Now())
+			tc.mu.Unlock()
+			// The only writer of this socket besides the library's pongs.
+			if err := tc.c.WS.WriteMessage(websocket.TextMessage, []byte(`{"method":"ping"}`)); err != nil {
+				tc.mu.Lock()
+				tc.sendErr = err
+				tc.mu.Unlock()
+				return
+			}
+			continue
+		}
 		tc.mu.Lock()
 		tc.sent[id] = time.Now()
 		tc.mu.Unlock()
-		// The only writer of this socket besides the library's pongs.
 		err := tc.c.WS.WriteMessage(websocket.TextMessage,
-			fmt.Appendf(nil, `{"id":%d,"method":"m","payload":{"c":%d}}`, id, tc.idx))
+			fmt.Appendf(nil, `{"id":%d,"method":"m","payload":%s}`, id, tr.payload(tc)))
 		if err != nil {
 			tc.mu.Lock()
 			delete(tc.sent, id)
@@ -119,7 +144,16 @@ func (tr *traffic) send(tc *tclient) {
 			tc.mu.Unlock()
 			return
 		}
+		id++
 	}
+}
+
+// payload is the payload of tc's calls, which the echo backend sends back.
+func (tr *traffic) payload(tc *tclient) string {
+	if tr.pad == "" {
+		return fmt.Sprintf(`{"c":%d}`, tc.idx)
+	}
+	return fmt.Sprintf(`{"c":%d,"pad":%q}`, tc.idx, tr.pad)
 }
 
 func (tr *traffic) read(tc *tclient) {
@@ -140,11 +174,14 @@ func (tr *traffic) read(tc *tclient) {
 			return
 		}
 		switch {
+		case f.Type == "event" && f.Event == "pong" && len(tc.pings) > 0:
+			tc.pongs = append(tc.pongs, pong{tc.pings[0], now.Sub(tc.pings[0])})
+			tc.pings = tc.pings[1:]
 		case f.Type == "event":
 			tc.events[f.Event]++
 		case f.ID == nil:
 			tc.wrong = append(tc.wrong, string(b))
-		case f.Type == "result" && string(f.Payload) == fmt.Sprintf(`{"c":%d}`, tc.idx):
+		case f.Type == "result" && string(f.Payload) == tr.payload(tc):
 			tc.answers[*f.ID] = append(tc.answers[*f.ID], answer{"result", now})
 		case f.Type == "error" && f.Error.Code != "":
 			tc.answers[*f.ID] = append(tc.answers[*f.ID], answer{f.Error.Code, now})
@@ -258,8 +295,9 @@ func (tr *traffic) count(from, to time.Time) tally {
 	return tl
 }
 
-// latencies returns, for the calls sent in [from, to) whose first answer
-// is of kind, the largest time to that answer.
+// maxLatency returns, for the calls sent in [from, to) whose first answer
+// is of kind (any kind for ""), the largest time to that answer and how
+// many such calls there were.
 func (tr *traffic) maxLatency(from, to time.Time, kind string) (time.Duration, int) {
 	var worst time.Duration
 	n := 0
@@ -269,7 +307,7 @@ func (tr *traffic) maxLatency(from, to time.Time, kind string) (time.Duration, i
 			if at.Before(from) || !at.Before(to) {
 				continue
 			}
-			if as := tc.answers[id]; len(as) > 0 && as[0].kind == kind {
+			if as := tc.answers[id]; len(as) > 0 && (kind == "" || as[0].kind == kind) {
 				n++
 				worst = max(worst, as[0].at.Sub(at))
 			}
@@ -277,6 +315,31 @@ func (tr *traffic) maxLatency(from, to time.Time, kind string) (time.Duration, i
 		tc.mu.Unlock()
 	}
 	return worst, n
+}
+
+// pingLatency returns, for the pings sent in [from, to), the largest and
+// the median time to their pong, and how many pings got none.
+func (tr *traffic) pingLatency(from, to time.Time) (worst, median time.Duration, answered, unanswered int) {
+	var lats []time.Duration
+	for _, tc := range tr.clients {
+		tc.mu.Lock()
+		for _, p := range tc.pongs {
+			if !p.sent.Before(from) && p.sent.Before(to) {
+				lats = append(lats, p.latency)
+			}
+		}
+		for _, at := range tc.pings {
+			if !at.Before(from) && at.Before(to) {
+				unanswered++
+			}
+		}
+		tc.mu.Unlock()
+	}
+	if len(lats) == 0 {
+		return 0, 0, 0, unanswered
+	}
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+	return lats[len(lats)-1], lats[len(lats)/2], len(lats), unanswered
 }
 
 // firstResultAfter returns the send time of the earliest call sent after
@@ -306,7 +369,11 @@ func (tr *traffic) finish(t *testing.T, fault string) tally {
 	tr.stopped = time.Now()
 	close(tr.stopSend)
 	tr.wg.Wait()
-	time.Sleep(grace)
+	if tr.grace > 0 {
+		time.Sleep(tr.grace)
+	} else {
+		time.Sleep(grace)
+	}
 	tr.stop()
 	tl := tr.count(time.Time{}, time.Time{})
 	t.Logf("%s: %s", fault, tl)
