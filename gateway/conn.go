@@ -239,8 +239,13 @@ func (c *Conn) writeClose(d Disconnect) {
 }
 
 // serve runs the read loop until the connection ends; it owns the
-// connection's registration in the hub and the socket's final close.
+// connection's registration in the hub, its ping timer, the socket's final
+// close and the connection's context: every call gets a context derived
+// from ctx that is cancelled when the connection ends, so the router drops
+// the calls still awaiting an answer then.
 func (c *Conn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	m := c.cfg.metrics
 	m.Connections.Inc()
 	m.ConnectionsTotal.Inc()
@@ -262,6 +267,7 @@ func (c *Conn) serve(ctx context.Context) {
 	c.queue, c.queued = nil, 0
 	c.ping.Stop() // with closing set, under mu: the callback cannot re-arm it
 	c.mu.Unlock()
+	cancel() // nothing can be answered any more: the router forgets our calls
 
 	if d == DisconnectTimeout {
 		// Tell a client that may still be listening why, without waiting long.

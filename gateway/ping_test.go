@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -45,4 +46,46 @@ func TestPingTimerOwnedByServe(t *testing.T) {
 			waitFor(t, func() bool { return ts.hub.Len() == 0 })
 		})
 	}
+}
+
+// Every call's context is done once its connection has ended, and not before:
+// that is how the router learns to forget the calls still in flight.
+func TestCallContextEndsWithConnection(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.router.hold = true
+	c := ts.dial(t, "tok")
+	for _, f := range []string{`{"id":1,"method":"slow"}`, `{"method":"fire-and-forget"}`} {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ctxs []context.Context
+	waitFor(t, func() bool {
+		ts.router.mu.Lock()
+		defer ts.router.mu.Unlock()
+		ctxs = append(ctxs[:0], ts.router.ctxs...)
+		return len(ctxs) == 2
+	})
+	// Still connected: a ping is answered, and the calls' contexts are live.
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"method":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, c); got != `{"type":"event","event":"pong"}` {
+		t.Fatalf("ping: %s", got)
+	}
+	for i, ctx := range ctxs {
+		if ctx.Err() != nil {
+			t.Fatalf("call %d: context done while connected: %v", i, ctx.Err())
+		}
+	}
+	c.Close()
+	for i, ctx := range ctxs {
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d: context not done after the connection closed", i)
+		}
+	}
+	ts.router.release() // answering a closed connection is harmless
+	waitFor(t, func() bool { return ts.hub.Len() == 0 })
 }

@@ -83,7 +83,7 @@ func New(o Options) *Router {
 	_, _ = crand.Read(nonce)
 	tracer, tracing := tracerOf(o.Tracing)
 	topo := NewTopology(o.AMQP, o.NodeID)
-	return &Router{
+	r := &Router{
 		tracer:             tracer,
 		prop:               tracing.Propagator,
 		publishSpanName:    "publish " + topo.ExchangeOut,
@@ -105,6 +105,8 @@ func New(o Options) *Router {
 		pending:            newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
 		notReady:           ErrNotConnected,
 	}
+	o.Metrics.SetPendingFunc(r.Pending)
+	return r
 }
 
 // Topology returns the names of the node's exchanges and queues.
@@ -130,7 +132,9 @@ func (r *Router) Pending() int { return r.pending.len() }
 // Call publishes frame f made by token and arranges for exactly one answer
 // (a result or an error frame) to reach from; calls without an id get no
 // timeout error. It never waits for the broker's confirm. f's bytes are not
-// retained.
+// retained. ctx is the caller's connection's: once it is done the call is
+// dropped from the pending table and from gets no answer for it (see
+// Router.Pending).
 func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
 	c := &call{from: from, token: token, method: f.Method, start: time.Now()}
 	if f.ID != nil {
@@ -147,6 +151,7 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 		return
 	}
 	r.pending.assign(c)
+	r.pending.dropOnDone(ctx, c, r.abandon)
 	corrID := r.pending.correlationID(c)
 	pctx, pspan := r.startPublish(ctx, c, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
@@ -195,6 +200,18 @@ func (r *Router) expire(c *call) {
 		return
 	}
 	r.answerError(c, protocol.CodeTimeout, "no result within "+r.timeout.String())
+}
+
+// codeConnectionClosed is the error code on the span of a call abandoned
+// because its connection ended; no client sees it.
+const codeConnectionClosed = "connection_closed"
+
+// abandon ends the call c, which the caller has taken from the pending
+// table, without an answer: its connection has ended. A result that comes
+// later is routed as one for a call that timed out.
+func (r *Router) abandon(c *call) {
+	r.metrics.CallsAbandoned.Inc()
+	endError(c.span, codeConnectionClosed)
 }
 
 // answerError sends an error frame to the caller of c, which the caller
