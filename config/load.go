@@ -163,7 +163,7 @@ func newFlagSet(usage io.Writer) *pflag.FlagSet {
 	set.String(flagNodeID, "", "this node's unique `ID`, which names its queues and exchanges (node.id; required)")
 	set.String(flagNodeIDOrig, "", "same as --node-id `ID` (the original Piped's spelling)")
 	set.Int(flagPort, 0, fmt.Sprintf("HTTP `PORT` to listen on (http.port; default %d)", d.HTTP.Port))
-	set.String(flagAMQPURL, "", fmt.Sprintf("broker `URL` (amqp.url; default %s); a password here is visible to local users, prefer PIPED_AMQP_URL", redactURL(d.AMQP.URL)))
+	set.String(flagAMQPURL, "", fmt.Sprintf("broker `URL` (amqp.url; default %s); a password here is visible to local users, prefer PIPED_AMQP_URL", RedactURL(d.AMQP.URL)))
 	set.String(flagLogLevel, "", fmt.Sprintf("log `LEVEL`: debug, info, warn or error (log.level; default %s)", d.Log.Level))
 	set.BoolFuncP("help", "h", "print this help and exit", func(string) error { return pflag.ErrHelp })
 	set.Usage = func() {

@@ -288,7 +288,7 @@ func (r *Router) dial(role string) (*amqp.Connection, error) {
 	})
 	if err != nil {
 		// amqp091's dial errors do not contain the URL; say which broker, redacted.
-		return nil, fmt.Errorf("routing: connect %s to %s: %w", role, telemetry.RedactURL(r.url), err)
+		return nil, fmt.Errorf("routing: connect %s to %s: %w", role, config.RedactURL(r.url), err)
 	}
 	return conn, nil
 }
@@ -363,7 +363,7 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	r.setNotReady(nil)
 	r.metrics.Ready.Set(1)
 	r.metrics.BrokerReconnects.Inc()
-	r.log.Info("broker connected", "url", telemetry.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
+	r.log.Info("broker connected", "url", config.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
 
 	d := newDispatcher(r)
 	for {
