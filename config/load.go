@@ -83,6 +83,9 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 			flags.Usage()
 			return nil, ErrHelp
 		}
+		if s := suggestFlag(flags, err); s != "" {
+			return nil, fmt.Errorf("config: %w; did you mean --%s? (see --help)", err, s)
+		}
 		return nil, fmt.Errorf("config: %w (see --help)", err)
 	}
 	if flags.NArg() > 0 {
@@ -149,6 +152,37 @@ func lookupEnv(environ []string, name string) string {
 		}
 	}
 	return ""
+}
+
+// suggestFlag returns the name of the flag that an unknown flag in err was
+// probably meant to be: one differing only in case (--nodeid for --nodeId),
+// else the closest within an edit distance of 2; "" when none is close or
+// err is not about an unknown flag. A long name given with one dash (-nodeId,
+// which pflag reads as shorthands) is matched as a long name.
+func suggestFlag(flags *pflag.FlagSet, err error) string {
+	var ne *pflag.NotExistError
+	if !errors.As(err, &ne) {
+		return ""
+	}
+	name := ne.GetSpecifiedName()
+	if sh := ne.GetSpecifiedShortnames(); len(sh) > 1 {
+		name = sh
+	}
+	name = strings.ToLower(strings.TrimLeft(name, "-"))
+	best, bestDist := "", 3
+	flags.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		d := editDistance(name, strings.ToLower(f.Name))
+		if d == 0 {
+			d = -1 // same but for case: always the one meant
+		}
+		if d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	})
+	return best
 }
 
 // newFlagSet defines Load's flags. Flag defaults are zero and never used:

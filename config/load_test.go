@@ -351,7 +351,33 @@ sample_ratio = 0.25
 		{
 			name: "unknown flag",
 			args: []string{"--prot", "80"},
-			errs: []string{"config: unknown flag: --prot"},
+			errs: []string{"config: unknown flag: --prot; did you mean --port? (see --help)"},
+		},
+		{
+			name: "flag in the wrong case",
+			args: []string{"--nodeid", "1"},
+			errs: []string{"config: unknown flag: --nodeid; did you mean --nodeId?"},
+		},
+		{
+			name: "flag in the wrong case, upper",
+			args: []string{"--NODE-ID", "1"},
+			errs: []string{"unknown flag: --NODE-ID; did you mean --node-id?"},
+		},
+		{
+			name: "flag with an underscore",
+			args: []string{"--log_level", "debug"},
+			errs: []string{"did you mean --log-level?"},
+		},
+		{
+			name: "long flag with one dash",
+			args: []string{"-nodeId", "1"},
+			errs: []string{"did you mean --nodeId?"},
+		},
+		{
+			name: "unknown flag nothing like any",
+			args: []string{"--frobnicate"},
+			errs: []string{"config: unknown flag: --frobnicate (see --help)"},
+			not:  []string{"did you mean"},
 		},
 		{
 			name: "invalid --port",
