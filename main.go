@@ -109,7 +109,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
 	log.Info("piped node started", "node_id", cfg.Node.ID, "addr", ln.Addr().String(),
-		"amqp_url", telemetry.RedactURL(cfg.AMQP.URL), "in_queue", router.Topology().QueueIn)
+		"amqp_url", config.RedactURL(cfg.AMQP.URL), "in_queue", router.Topology().QueueIn)
 
 	var runErr error
 	select {

@@ -40,7 +40,7 @@ type WS struct {
 	MaxMessageBytes int64 `koanf:"max_message_bytes"`
 	// AllowedOrigins lists the Origin header values accepted on upgrade; "*" accepts any.
 	AllowedOrigins []string `koanf:"allowed_origins"`
-	// PingInterval is how often the node pings an idle client; must be less than PongTimeout.
+	// PingInterval is how often the node pings an idle client; at least 1s and less than PongTimeout.
 	PingInterval time.Duration `koanf:"ping_interval"`
 	// PongTimeout closes a client that sent nothing (not even a pong) for this long.
 	PongTimeout time.Duration `koanf:"pong_timeout"`

@@ -83,6 +83,9 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 			flags.Usage()
 			return nil, ErrHelp
 		}
+		if s := suggestFlag(flags, err); s != "" {
+			return nil, fmt.Errorf("config: %w; did you mean --%s? (see --help)", err, s)
+		}
 		return nil, fmt.Errorf("config: %w (see --help)", err)
 	}
 	if flags.NArg() > 0 {
@@ -151,6 +154,37 @@ func lookupEnv(environ []string, name string) string {
 	return ""
 }
 
+// suggestFlag returns the name of the flag that an unknown flag in err was
+// probably meant to be: one differing only in case (--nodeid for --nodeId),
+// else the closest within an edit distance of 2; "" when none is close or
+// err is not about an unknown flag. A long name given with one dash (-nodeId,
+// which pflag reads as shorthands) is matched as a long name.
+func suggestFlag(flags *pflag.FlagSet, err error) string {
+	var ne *pflag.NotExistError
+	if !errors.As(err, &ne) {
+		return ""
+	}
+	name := ne.GetSpecifiedName()
+	if sh := ne.GetSpecifiedShortnames(); len(sh) > 1 {
+		name = sh
+	}
+	name = strings.ToLower(strings.TrimLeft(name, "-"))
+	best, bestDist := "", 3
+	flags.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		d := editDistance(name, strings.ToLower(f.Name))
+		if d == 0 {
+			d = -1 // same but for case: always the one meant
+		}
+		if d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	})
+	return best
+}
+
 // newFlagSet defines Load's flags. Flag defaults are zero and never used:
 // only flags given on the command line are read. -h and --help make Parse
 // stop with an error wrapping pflag.ErrHelp.
@@ -163,7 +197,7 @@ func newFlagSet(usage io.Writer) *pflag.FlagSet {
 	set.String(flagNodeID, "", "this node's unique `ID`, which names its queues and exchanges (node.id; required)")
 	set.String(flagNodeIDOrig, "", "same as --node-id `ID` (the original Piped's spelling)")
 	set.Int(flagPort, 0, fmt.Sprintf("HTTP `PORT` to listen on (http.port; default %d)", d.HTTP.Port))
-	set.String(flagAMQPURL, "", fmt.Sprintf("broker `URL` (amqp.url; default %s); a password here is visible to local users, prefer PIPED_AMQP_URL", redactURL(d.AMQP.URL)))
+	set.String(flagAMQPURL, "", fmt.Sprintf("broker `URL` (amqp.url; default %s); a password here is visible to local users, prefer PIPED_AMQP_URL", RedactURL(d.AMQP.URL)))
 	set.String(flagLogLevel, "", fmt.Sprintf("log `LEVEL`: debug, info, warn or error (log.level; default %s)", d.Log.Level))
 	set.BoolFuncP("help", "h", "print this help and exit", func(string) error { return pflag.ErrHelp })
 	set.Usage = func() {

@@ -351,7 +351,33 @@ sample_ratio = 0.25
 		{
 			name: "unknown flag",
 			args: []string{"--prot", "80"},
-			errs: []string{"config: unknown flag: --prot"},
+			errs: []string{"config: unknown flag: --prot; did you mean --port? (see --help)"},
+		},
+		{
+			name: "flag in the wrong case",
+			args: []string{"--nodeid", "1"},
+			errs: []string{"config: unknown flag: --nodeid; did you mean --nodeId?"},
+		},
+		{
+			name: "flag in the wrong case, upper",
+			args: []string{"--NODE-ID", "1"},
+			errs: []string{"unknown flag: --NODE-ID; did you mean --node-id?"},
+		},
+		{
+			name: "flag with an underscore",
+			args: []string{"--log_level", "debug"},
+			errs: []string{"did you mean --log-level?"},
+		},
+		{
+			name: "long flag with one dash",
+			args: []string{"-nodeId", "1"},
+			errs: []string{"did you mean --nodeId?"},
+		},
+		{
+			name: "unknown flag nothing like any",
+			args: []string{"--frobnicate"},
+			errs: []string{"config: unknown flag: --frobnicate (see --help)"},
+			not:  []string{"did you mean"},
 		},
 		{
 			name: "invalid --port",
@@ -454,7 +480,9 @@ func TestValidate(t *testing.T) {
 		{"ws.max_message_bytes small", "ws.max_message_bytes", func(c *Config) { c.WS.MaxMessageBytes = 12 }, "must be at least 1024, got 12"},
 		{"ws.max_message_bytes big", "ws.max_message_bytes", func(c *Config) { c.WS.MaxMessageBytes = 64<<20 + 1 }, "at most 67108864"},
 		{"ws.allowed_origins empty element", "ws.allowed_origins", func(c *Config) { c.WS.AllowedOrigins = []string{"*", ""} }, "element 1"},
-		{"ws.ping_interval zero", "ws.ping_interval", func(c *Config) { c.WS.PingInterval = 0 }, ""},
+		{"ws.ping_interval zero", "ws.ping_interval", func(c *Config) { c.WS.PingInterval = 0 }, "at least 1s, got 0s"},
+		{"ws.ping_interval 1ns", "ws.ping_interval", func(c *Config) { c.WS.PingInterval = time.Nanosecond }, "at least 1s, got 1ns"},
+		{"ws.ping_interval 25ms", "ws.ping_interval", func(c *Config) { c.WS.PingInterval = 25 * time.Millisecond }, "at least 1s"},
 		{"ws.ping_interval not below pong", "ws.ping_interval", func(c *Config) { c.WS.PingInterval = c.WS.PongTimeout }, "ws.pong_timeout"},
 		{"ws.pong_timeout zero", "ws.pong_timeout", func(c *Config) { c.WS.PongTimeout = 0 }, ""},
 		{"ws.write_timeout zero", "ws.write_timeout", func(c *Config) { c.WS.WriteTimeout = 0 }, ""},

@@ -57,19 +57,24 @@ func loggable(f field, c *Config) any {
 		return x.String()
 	case string:
 		if isSecret(f.key) {
-			return redactURL(x)
+			return RedactURL(x)
 		}
 	}
 	return v
 }
 
-// redactURL returns raw with the password replaced by "xxxxx" (url.URL's
-// Redacted), or "xxxxx" when raw does not parse as a URL whose user info is
-// where it belongs: in "user:pass@host" the password would pass as opaque
-// data, and in "amqp://user:12/pass@host" (an unescaped "/") as the path.
-func redactURL(raw string) string {
+// RedactURL returns raw as it is safe to log or put in an error: with the
+// password replaced by "xxxxx" (url.URL's Redacted), or all of it replaced by
+// "xxxxx" when it does not parse as a URL with a scheme whose user info is
+// where it belongs — in "user:pass@host" the password would pass as opaque
+// data or a path, and in "amqp://user:12/pass@host" (an unescaped "/") as the
+// path. The empty string stays empty. It is the one redactor of URLs in Piped.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Opaque != "" || strayAt(u) {
+	if err != nil || u.Scheme == "" || u.Opaque != "" || strayAt(u) {
 		return redactedURL
 	}
 	return u.Redacted()

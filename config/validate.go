@@ -17,6 +17,7 @@ const (
 	minMessageBytes    = 1024
 	maxMessageBytes    = 64 << 20
 	minSendQueueBytes  = 4096
+	minPingInterval    = time.Second // below it a typo ("25ms" for "25s"); see docs/config.md
 	maxTokenLength     = 4096
 	maxAMQPNameLen     = 255 // AMQP short string: exchange and queue names
 	maxPrefetch        = 65535
@@ -55,8 +56,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	v.positive("ws.pong_timeout", w.PongTimeout)
-	if w.PingInterval <= 0 {
-		v.add("ws.ping_interval", "must be greater than 0, got %v", w.PingInterval)
+	if w.PingInterval < minPingInterval {
+		v.add("ws.ping_interval", "must be at least %v, got %v", minPingInterval, w.PingInterval)
 	} else if w.PongTimeout > 0 && w.PingInterval >= w.PongTimeout {
 		v.add("ws.ping_interval", "must be less than ws.pong_timeout (%v), got %v", w.PongTimeout, w.PingInterval)
 	}

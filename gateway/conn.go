@@ -38,7 +38,6 @@ type Conn struct {
 	hub    *Hub
 	router Router
 	cfg    *connConfig
-	ping   *time.Timer
 
 	// Owned by the read loop.
 	bucket tokenBucket
@@ -53,6 +52,10 @@ type Conn struct {
 	flushFirst bool        // closing waits for the queue to be written
 	inflight   int         // calls with an id awaiting their answer
 	draining   bool        // close with 1012 once inflight reaches zero
+	// ping is armed by serve and stopped by serve when the connection ends;
+	// in between only its own callback re-arms it, and only while closing is
+	// nil, so no ping timer outlives the connection.
+	ping *time.Timer
 }
 
 // connConfig is shared by every connection of a server.
@@ -156,17 +159,6 @@ func (c *Conn) startWriterLocked() {
 	}
 }
 
-// pingNow is the ping timer's function: the writer sends the ping.
-func (c *Conn) pingNow() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing != nil {
-		return
-	}
-	c.pingDue = true
-	c.startWriterLocked()
-}
-
 // writeLoop writes everything queued, in order, then exits; when the
 // connection is closing it sends the close frame last. It is the only writer
 // of data frames, pings and close frames.
@@ -247,15 +239,22 @@ func (c *Conn) writeClose(d Disconnect) {
 }
 
 // serve runs the read loop until the connection ends; it owns the
-// connection's registration in the hub and the socket's final close.
+// connection's registration in the hub, its ping timer, the socket's final
+// close and the connection's context: every call gets a context derived
+// from ctx that is cancelled when the connection ends, so the router drops
+// the calls still awaiting an answer then.
 func (c *Conn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	m := c.cfg.metrics
 	m.Connections.Inc()
 	m.ConnectionsTotal.Inc()
 	c.ws.SetReadLimit(c.cfg.maxMessage)
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.pongTimeout))
 	c.ws.SetPongHandler(func(string) error { return c.extendReadDeadline() })
-	c.ping = time.AfterFunc(c.cfg.pingInterval, c.onPingTimer)
+	c.mu.Lock()
+	c.ping = time.AfterFunc(c.cfg.pingInterval, c.onPingTimer) // its callback waits for mu
+	c.mu.Unlock()
 
 	d := c.readLoop(ctx)
 
@@ -266,8 +265,9 @@ func (c *Conn) serve(ctx context.Context) {
 		c.closing = &d
 	}
 	c.queue, c.queued = nil, 0
+	c.ping.Stop() // with closing set, under mu: the callback cannot re-arm it
 	c.mu.Unlock()
-	c.ping.Stop() // after closing is set, so the timer cannot re-arm itself
+	cancel() // nothing can be answered any more: the router forgets our calls
 
 	if d == DisconnectTimeout {
 		// Tell a client that may still be listening why, without waiting long.
@@ -282,14 +282,17 @@ func (c *Conn) serve(ctx context.Context) {
 	}
 }
 
+// onPingTimer is the ping timer's function: the writer sends the ping, and
+// the timer is armed for the next one unless the connection is closing.
 func (c *Conn) onPingTimer() {
-	c.pingNow()
 	c.mu.Lock()
-	closing := c.closing != nil
-	c.mu.Unlock()
-	if !closing {
-		c.ping.Reset(c.cfg.pingInterval)
+	defer c.mu.Unlock()
+	if c.closing != nil {
+		return
 	}
+	c.pingDue = true
+	c.startWriterLocked()
+	c.ping.Reset(c.cfg.pingInterval)
 }
 
 func (c *Conn) extendReadDeadline() error {

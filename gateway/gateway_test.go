@@ -33,6 +33,7 @@ type fakeRouter struct {
 	held     []func()
 	calls    []string
 	traceIDs []string
+	ctxs     []context.Context
 }
 
 func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
@@ -43,6 +44,7 @@ func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, 
 	msg := []byte(`{"type":"result","method":"` + f.Method + `"}`)
 	r.mu.Lock()
 	r.calls = append(r.calls, token+" "+string(protocol.AppendCall(nil, f, token)))
+	r.ctxs = append(r.ctxs, ctx)
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		r.traceIDs = append(r.traceIDs, sc.TraceID().String())
 	}

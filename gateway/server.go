@@ -24,7 +24,9 @@ import (
 
 // Router takes calls to the backend. Call must not block for the broker's
 // answer and arranges for exactly one answer to reach from (for calls with
-// an id); f's bytes are not retained after it returns.
+// an id); f's bytes are not retained after it returns. ctx is done when the
+// calling connection has ended: the router should then forget the call
+// (stop its timer, let go of from) rather than answer it.
 type Router interface {
 	Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer)
 }

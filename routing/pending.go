@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"context"
 	"encoding/binary"
 	"hash/maphash"
 	"strconv"
@@ -39,7 +40,8 @@ type call struct {
 	timer  *time.Timer // guarded by shard.mu
 
 	// Guarded by shard.mu.
-	done bool
+	done     bool
+	stopDrop func() bool // unregisters dropOnDone's function from the caller's context
 }
 
 type pendingShard struct {
@@ -92,13 +94,40 @@ func (t *pendingTable) assign(c *call) {
 
 // insert makes an assigned call pending and starts its timer: expire runs
 // after timeout unless c is taken first.
+// A call dropped (see dropOnDone) before it is inserted is not inserted.
 func (t *pendingTable) insert(c *call, timeout time.Duration, expire func(*call)) {
 	s := c.shard
 	s.mu.Lock()
+	if c.done {
+		s.mu.Unlock()
+		return
+	}
 	c.timer = time.AfterFunc(timeout, func() { expire(c) })
 	s.byCorr[c.corr] = c
 	s.byKey[c.key] = append(s.byKey[c.key], c)
 	s.mu.Unlock()
+}
+
+// dropOnDone arranges for the assigned call c to leave the table, without
+// an answer, once ctx is done (its connection has ended): then drop runs with
+// c, unless c was answered or dropped first. Its timer stops with it, and
+// the table lets go of the caller at once instead of after requests.timeout.
+// Answering c first unregisters this from ctx.
+func (t *pendingTable) dropOnDone(ctx context.Context, c *call, drop func(*call)) {
+	if ctx.Done() == nil {
+		return // never done
+	}
+	s := c.shard
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.done {
+		return
+	}
+	c.stopDrop = context.AfterFunc(ctx, func() {
+		if t.take(c) {
+			drop(c)
+		}
+	})
 }
 
 // correlationID renders the correlation number of c as sent to the broker.
@@ -179,6 +208,9 @@ func (s *pendingShard) removeLocked(c *call) {
 	}
 	if c.timer != nil {
 		c.timer.Stop()
+	}
+	if c.stopDrop != nil {
+		c.stopDrop()
 	}
 }
 

@@ -83,7 +83,7 @@ func New(o Options) *Router {
 	_, _ = crand.Read(nonce)
 	tracer, tracing := tracerOf(o.Tracing)
 	topo := NewTopology(o.AMQP, o.NodeID)
-	return &Router{
+	r := &Router{
 		tracer:             tracer,
 		prop:               tracing.Propagator,
 		publishSpanName:    "publish " + topo.ExchangeOut,
@@ -105,6 +105,8 @@ func New(o Options) *Router {
 		pending:            newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
 		notReady:           ErrNotConnected,
 	}
+	o.Metrics.SetPendingFunc(r.Pending)
+	return r
 }
 
 // Topology returns the names of the node's exchanges and queues.
@@ -137,7 +139,9 @@ func (r *Router) Pending() int { return r.pending.len() }
 // timeout error. It never blocks: it queues the call for the publisher's
 // goroutine (see publishQueueSize) and answers "unavailable" at once when
 // the broker is not connected, blocks publishes, stopped reading them, or
-// the queue is full. f's bytes are not retained.
+// the queue is full. f's bytes are not retained. ctx is the caller's
+// connection's: once it is done the call is dropped from the pending table
+// and gets no answer (see Router.Pending).
 func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
 	c := &call{from: from, token: token, method: f.Method, start: time.Now()}
 	if f.ID != nil {
@@ -154,6 +158,7 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 		return
 	}
 	r.pending.assign(c)
+	r.pending.dropOnDone(ctx, c, r.abandon)
 	corrID := r.pending.correlationID(c)
 	pctx, pspan := r.startPublish(ctx, c, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
@@ -203,6 +208,18 @@ func (r *Router) expire(c *call) {
 		return
 	}
 	r.answerError(c, protocol.CodeTimeout, "no result within "+r.timeout.String())
+}
+
+// codeConnectionClosed is the error code on the span of a call abandoned
+// because its connection ended; no client sees it.
+const codeConnectionClosed = "connection_closed"
+
+// abandon ends the call c, which the caller has taken from the pending
+// table, without an answer: its connection has ended. A result that comes
+// later is routed as one for a call that timed out.
+func (r *Router) abandon(c *call) {
+	r.metrics.CallsAbandoned.Inc()
+	endError(c.span, codeConnectionClosed)
 }
 
 // answerError sends an error frame to the caller of c, which the caller
@@ -290,7 +307,7 @@ func (r *Router) dial(role string) (*amqp.Connection, error) {
 	})
 	if err != nil {
 		// amqp091's dial errors do not contain the URL; say which broker, redacted.
-		return nil, fmt.Errorf("%w %s (%s connection): %w", ErrConnect, telemetry.RedactURL(r.url), role, err)
+		return nil, fmt.Errorf("%w %s (%s connection): %w", ErrConnect, config.RedactURL(r.url), role, err)
 	}
 	return conn, nil
 }
@@ -369,7 +386,7 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	r.setNotReady(nil)
 	r.metrics.Ready.Set(1)
 	r.metrics.BrokerReconnects.Inc()
-	r.log.Info("broker connected", "url", telemetry.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
+	r.log.Info("broker connected", "url", config.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
 
 	d := newDispatcher(r)
 	for {

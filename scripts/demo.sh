@@ -111,8 +111,9 @@ cat <<EOF
 
  Talk to it (every call comes back as a result with its own payload):
 
-   websocat $url
+   /usr/bin/python3 -m websockets $url
      then type: {"id":1,"method":"hello","payload":{"a":1}}
+     (Debian: apt-get install python3-websockets)
 
    node --experimental-websocket -e 'const ws = new WebSocket("$url"); ws.onmessage = e => { console.log(e.data); ws.close() }; ws.onopen = () => ws.send(JSON.stringify({id: 1, method: "hello", payload: {a: 1}}))'
      (Node.js 20; drop the flag on Node.js 22+, or use the npm package ws)

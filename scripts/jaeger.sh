@@ -4,7 +4,9 @@
 #
 #   scripts/jaeger.sh build    build bin/jaeger from tools/jaeger (pinned there),
 #                              if it is missing or older than tools/jaeger/go.mod;
-#                              about 5 minutes on 2 cores with a cold module cache
+#                              about 5 minutes on 2 cores with a cold module cache;
+#                              the build's output goes to bin/jaeger-build.log
+#                              (its path and last lines are printed if it fails)
 #   scripts/jaeger.sh start    start bin/jaeger in the background unless a Jaeger
 #                              already answers on :16686; logs to bin/jaeger.log;
 #                              waits until its query API answers
@@ -20,6 +22,7 @@ cd "$(dirname "$0")/.."
 
 BIN=bin/jaeger
 LOG=bin/jaeger.log
+BUILD_LOG=bin/jaeger-build.log
 PIDFILE=bin/jaeger.pid
 QUERY=${JAEGER_QUERY_URL:-http://127.0.0.1:16686}
 WAIT_SECONDS=${JAEGER_WAIT_SECONDS:-60}
@@ -50,13 +53,17 @@ build() {
 	fi
 	command -v go >/dev/null || fail "go is not on PATH"
 	mkdir -p bin
-	say "building $BIN from tools/jaeger (about 5 minutes with a cold module cache)"
+	say "building $BIN from tools/jaeger (about 5 minutes with a cold module cache; output in $BUILD_LOG)"
 	local tmp
 	tmp="$PWD/bin/.jaeger.$$"
 	# Into a temporary file, then renamed: a half-written bin/jaeger is never seen.
-	if ! (cd tools/jaeger && go build -o "$tmp" github.com/jaegertracing/jaeger/cmd/jaeger); then
+	# The output (hundreds of "go: downloading" lines on a cold cache) goes to
+	# the log, which is shown only when the build fails.
+	if ! (cd tools/jaeger && go build -o "$tmp" github.com/jaegertracing/jaeger/cmd/jaeger) >"$BUILD_LOG" 2>&1; then
 		rm -f "$tmp"
-		fail "go build of Jaeger failed"
+		echo "jaeger: last lines of $BUILD_LOG:" >&2
+		tail -n 20 "$BUILD_LOG" >&2 || true
+		fail "go build of Jaeger failed; the whole output is in $BUILD_LOG"
 	fi
 	mv -f "$tmp" "$BIN"
 	say "built $BIN"

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/term"
@@ -48,26 +47,6 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 func TokenHash(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:6])
-}
-
-// RedactURL hides the password of an AMQP or HTTP URL for logs and errors.
-// Unparsable input is replaced entirely, since it may still hold a secret.
-func RedactURL(raw string) string {
-	i := strings.Index(raw, "://")
-	if i < 0 {
-		return "<redacted url>"
-	}
-	rest := raw[i+3:]
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return raw
-	}
-	cred := rest[:at]
-	user := cred
-	if c := strings.IndexByte(cred, ':'); c >= 0 {
-		user = cred[:c] + ":xxxxx"
-	}
-	return raw[:i+3] + user + rest[at:]
 }
 
 // traceHandler adds trace_id and span_id to records logged with a context

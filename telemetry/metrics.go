@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,7 +14,8 @@ import (
 // Label values are drawn from small fixed sets (codes and reasons), never
 // from tokens or method names chosen by clients.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg     *prometheus.Registry
+	pending atomic.Pointer[func() int] // what piped_calls_pending reports
 
 	// Connections is the number of open WebSocket connections.
 	Connections prometheus.Gauge
@@ -27,6 +29,9 @@ type Metrics struct {
 	Calls prometheus.Counter
 	// CallErrors counts error frames sent to clients, by code.
 	CallErrors *prometheus.CounterVec
+	// CallsAbandoned counts calls dropped unanswered because their
+	// connection ended before the answer came.
+	CallsAbandoned prometheus.Counter
 	// Results counts in-queue results delivered, by how they were routed
 	// (correlation, match, broadcast).
 	Results *prometheus.CounterVec
@@ -67,6 +72,8 @@ func NewMetrics() *Metrics {
 			Name: "piped_calls_total", Help: "Client calls accepted and handed to the broker."}),
 		CallErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "piped_call_errors_total", Help: "Error frames sent to clients, by error code."}, []string{"code"}),
+		CallsAbandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "piped_calls_abandoned_total", Help: "Calls dropped unanswered because their connection closed first."}),
 		Results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "piped_results_total", Help: "Results from the in-queue delivered, by routing (correlation, match, broadcast)."}, []string{"routed_by"}),
 		Events: prometheus.NewCounter(prometheus.CounterOpts{
@@ -92,6 +99,9 @@ func NewMetrics() *Metrics {
 	f(m.Disconnects)
 	f(m.Calls)
 	f(m.CallErrors)
+	f(m.CallsAbandoned)
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "piped_calls_pending", Help: "Calls published and awaiting their result, timeout or error."}, m.callsPending))
 	f(m.Results)
 	f(m.Events)
 	f(m.Dropped)
@@ -103,6 +113,17 @@ func NewMetrics() *Metrics {
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// SetPendingFunc makes piped_calls_pending report what f returns (the
+// router's pending table); until it is called the gauge is 0.
+func (m *Metrics) SetPendingFunc(f func() int) { m.pending.Store(&f) }
+
+func (m *Metrics) callsPending() float64 {
+	if f := m.pending.Load(); f != nil {
+		return float64((*f)())
+	}
+	return 0
 }
 
 // Handler serves the metrics in the Prometheus text format.
