@@ -96,8 +96,8 @@ type Node struct {
 	// InternalPort is the port of http.internal_addr when the node has one
 	// (WithInternalListener); 0 otherwise.
 	InternalPort int
-	Mass string // its mass exchange
-	Env  []string
+	Mass         string // its mass exchange
+	Env          []string
 
 	cmd  *exec.Cmd
 	mu   sync.Mutex
