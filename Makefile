@@ -14,7 +14,7 @@ FUZZ_PKG     := ./protocol
 # The steps of `test` must run in order, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: all build demo test lint fmt-check vet unit faults fuzz bench rabbitmq jaeger clean
+.PHONY: all build demo test lint fmt-check vet unit tracing faults fuzz bench rabbitmq jaeger clean
 
 all: build
 
@@ -28,7 +28,7 @@ demo:
 # Every test: broker, Jaeger binary (for test/tracing), lint, unit and
 # integration tests with -race, then the fault tests alone, then a bounded
 # fuzz run of each fuzz target.
-test: rabbitmq jaeger lint unit faults fuzz
+test: rabbitmq jaeger lint unit tracing faults fuzz
 
 rabbitmq:
 	./scripts/ensure-rabbitmq.sh
@@ -53,8 +53,12 @@ vet:
 # The allocation tests skip under -race (it adds allocations), so they run
 # once more without it.
 unit:
-	$(GO) test -count=1 -race ./...
+	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test/tracing)
 	$(GO) test -count=1 -run 'Allocs' ./protocol/ ./routing/
+
+# The end-to-end tracing test, against bin/jaeger (the jaeger target).
+tracing:
+	$(GO) test -count=1 -race ./test/tracing/
 
 faults:
 	@if [ -d "$(FAULTS_DIR)" ]; then \

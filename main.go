@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
+	"github.com/piped-dev/piped/lifecycle"
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/routing"
 	"github.com/piped-dev/piped/telemetry"
@@ -55,10 +57,9 @@ func run() int {
 	return 0
 }
 
-// serve runs the node until SIGTERM/SIGINT, then drains: /readyz turns 503
-// and upgrades are refused at once; connections close with 1012 as soon as
-// their calls are answered; after shutdown.drain_timeout the remaining calls
-// get an error and every connection is closed; then the broker connections.
+// serve runs the node until SIGTERM/SIGINT (or a failure of the broker side
+// or of an HTTP server), then drains in the order lifecycle.Plan holds: see
+// docs/operations.md.
 func serve(cfg *config.Config, log *slog.Logger) error {
 	metrics := telemetry.NewMetrics()
 	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node.ID, os.Getenv)
@@ -92,77 +93,76 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		Tracing:   tracing,
 	})
 
-	addr := net.JoinHostPort(cfg.HTTP.Host, strconv.Itoa(cfg.HTTP.Port))
-	ln, err := net.Listen("tcp", addr)
+	// The client port, and the internal one when configured.
+	clientAddr := net.JoinHostPort(cfg.HTTP.Host, strconv.Itoa(cfg.HTTP.Port))
+	clientLn, err := net.Listen("tcp", clientAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return fmt.Errorf("listen on %s: %w", clientAddr, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout}
+	client := lifecycle.OnceListener(clientLn)
+	servers := []*http.Server{{Handler: srv.Handler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout}}
+	listeners := []net.Listener{client}
+	var stopAccepting []io.Closer
+	if addr := cfg.HTTP.InternalAddr; addr != "" {
+		internalLn, err := net.Listen("tcp", addr)
+		if err != nil {
+			client.Close()
+			return fmt.Errorf("listen on %s (http.internal_addr): %w", addr, err)
+		}
+		servers[0].Handler = srv.ClientHandler()
+		servers = append(servers, &http.Server{Handler: srv.InternalHandler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout})
+		listeners = append(listeners, internalLn)
+		// Readiness lives on the internal listener: the client port can
+		// stop accepting at the first moment of the drain.
+		stopAccepting = []io.Closer{client}
+	}
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
-	routerCtx, stopRouter := context.WithCancel(context.Background())
-	defer stopRouter()
-
-	routerDone := make(chan error, 1)
-	go func() { routerDone <- router.Run(routerCtx) }()
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(ln) }()
-	log.Info("piped node started", "node_id", cfg.Node.ID, "addr", ln.Addr().String(),
-		"amqp_url", config.RedactURL(cfg.AMQP.URL), "in_queue", router.Topology().QueueIn)
+	broker := lifecycle.Go(router.Run)
+	httpFailed := make(chan error, len(servers))
+	plan := &lifecycle.Plan{
+		Hub:           hub,
+		Calls:         router,
+		StopAccepting: stopAccepting,
+		Broker:        broker,
+		DrainTimeout:  cfg.Shutdown.DrainTimeout,
+		FailCode:      protocol.CodeShuttingDown,
+		FailMessage:   "the node shut down before the backend answered",
+		Log:           log,
+	}
+	for i, hs := range servers {
+		ln := listeners[i]
+		plan.Servers = append(plan.Servers, hs)
+		go func() {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				httpFailed <- fmt.Errorf("http server on %s: %w", ln.Addr(), err)
+			}
+		}()
+	}
+	attrs := []any{"node_id", cfg.Node.ID, "addr", clientLn.Addr().String()}
+	if len(listeners) > 1 {
+		attrs = append(attrs, "internal_addr", listeners[1].Addr().String())
+	}
+	log.Info("piped node started", append(attrs,
+		"amqp_url", config.RedactURL(cfg.AMQP.URL), "in_queue", router.Topology().QueueIn)...)
 
 	var runErr error
 	select {
 	case <-sigCtx.Done():
 		log.Info("shutting down: draining", "drain_timeout", cfg.Shutdown.DrainTimeout.String())
-	case runErr = <-routerDone:
-		routerDone <- runErr // for the wait below
+	case <-broker.Done():
+		runErr = broker.Err()
 		log.Error("broker side failed; shutting down", "error", runErr)
-	case err := <-httpDone:
-		runErr = fmt.Errorf("http server: %w", err)
-		httpDone <- err
+	case runErr = <-httpFailed:
 	}
 	stopSignals() // a second signal kills the process the default way
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Timeout)
 	defer cancel()
-
-	// 1. Readiness 503, refuse upgrades, close idle connections with 1012.
-	hub.Drain()
-	// 2. Let calls in flight be answered, up to the drain timeout.
-	drainCtx, cancelDrain := context.WithTimeout(shutdownCtx, cfg.Shutdown.DrainTimeout)
-	// Connections close as soon as their calls with an id are answered; calls
-	// without an id cannot be answered once their connection is gone.
-	waitFor(drainCtx, func() bool { return hub.Len() == 0 })
-	cancelDrain()
-	// 3. Whatever is still pending gets an error, then every connection 1012.
-	if n := router.FailPending(protocol.CodeShuttingDown, "the node shut down before the backend answered"); n > 0 {
-		log.Warn("calls unanswered at the end of the drain", "calls", n)
-	}
-	if err := hub.Close(shutdownCtx); err != nil {
-		log.Warn("connections cut at the shutdown deadline", "error", err)
-	}
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("http shutdown", "error", err)
-	}
-	// 4. The broker side last: results could still arrive until here.
-	stopRouter()
-	if err := <-routerDone; err != nil && runErr == nil {
+	if err := plan.Shutdown(shutdownCtx); err != nil && runErr == nil {
 		runErr = err
 	}
 	log.Info("piped node stopped")
 	return runErr
-}
-
-// waitFor polls cond until it holds or ctx is done.
-func waitFor(ctx context.Context, cond func() bool) {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -24,12 +24,16 @@ type Node struct {
 	ID string `koanf:"id"`
 }
 
-// HTTP is the listening socket.
+// HTTP is the listening sockets.
 type HTTP struct {
 	// Host is the address to listen on; empty listens on all interfaces.
 	Host string `koanf:"host"`
 	// Port is the TCP port to listen on, 1–65535.
 	Port int `koanf:"port"`
+	// InternalAddr, when set (host:port, e.g. ":9090"), is a second listener
+	// serving /healthz, /readyz and /metrics; the client port then serves
+	// only /api/. Empty serves everything on Port.
+	InternalAddr string `koanf:"internal_addr"`
 	// ReadHeaderTimeout is the time allowed to read a request's headers.
 	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"`
 }

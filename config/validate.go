@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -46,6 +48,9 @@ func (c *Config) Validate() error {
 	// http
 	between(&v, "http.port", c.HTTP.Port, 1, 65535)
 	v.positive("http.read_header_timeout", c.HTTP.ReadHeaderTimeout)
+	if problem := checkInternalAddr(c.HTTP); problem != "" {
+		v.add("http.internal_addr", "%s", problem)
+	}
 
 	// ws
 	w := c.WS
@@ -167,6 +172,25 @@ func validNodeID(id string) bool {
 		}
 	}
 	return true
+}
+
+// checkInternalAddr returns what is wrong with http.internal_addr, or "".
+func checkInternalAddr(h HTTP) string {
+	if h.InternalAddr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(h.InternalAddr)
+	if err != nil {
+		return fmt.Sprintf("must be host:port such as \":9090\" or \"127.0.0.1:9090\", got %s", quote(h.InternalAddr, false))
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("port must be 1 to 65535, got %s", quote(port, false))
+	}
+	if n == h.Port && (host == h.Host || host == "" || h.Host == "") {
+		return fmt.Sprintf("must not be the client port (http.host %s, http.port %d), got %s", quote(h.Host, false), h.Port, quote(h.InternalAddr, false))
+	}
+	return ""
 }
 
 // checkAMQPURL returns what is wrong with an AMQP URL, or "". The message

@@ -42,3 +42,7 @@ var (
 
 // ErrDraining is returned by Hub.Add once the node drains.
 var ErrDraining = errors.New("gateway: node is draining")
+
+// ErrReadLoopsStuck is wrapped by Hub.Close's error when read loops did not
+// end within a grace period after their connections were cut.
+var ErrReadLoopsStuck = errors.New("gateway: read loops did not end after their connections were cut")

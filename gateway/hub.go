@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // hubShards spreads tokens over this many locks, so deliveries to different
@@ -127,10 +129,19 @@ func (h *Hub) Drain() {
 // Draining reports whether Drain was called.
 func (h *Hub) Draining() bool { return h.draining.Load() }
 
+// cutGrace bounds how long Close waits for read loops after it has cut their
+// connections at the deadline. Cutting closes the socket, so a read loop
+// ends within microseconds unless it is blocked elsewhere (for instance in
+// Router.Call); Close does not wait for those past this grace.
+const cutGrace = time.Second
+
 // Close closes every connection with 1012 after what is queued for it is
 // written, and waits until their read loops have ended or ctx is done; then
-// it cuts the remaining ones. http.Server.Shutdown neither closes nor waits
-// for hijacked connections, so this is how WebSockets end.
+// it cuts the remaining ones and waits at most cutGrace more. It returns nil
+// when every read loop ended in time, else an error wrapping ctx's error
+// (and ErrReadLoopsStuck when some did not end within the grace either).
+// http.Server.Shutdown neither closes nor waits for hijacked connections,
+// so this is how WebSockets end.
 func (h *Hub) Close(ctx context.Context) error {
 	h.Drain()
 	h.each(func(c *Conn) { c.Close(DisconnectShutdown) })
@@ -140,8 +151,16 @@ func (h *Hub) Close(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		h.each((*Conn).cut)
-		<-done
-		return ctx.Err()
+	}
+	n := h.Len()
+	h.each((*Conn).cut)
+	grace := time.NewTimer(cutGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return fmt.Errorf("gateway: cut %d connections at the deadline: %w", n, ctx.Err())
+	case <-grace.C:
+		// The goroutine above ends when the last read loop does.
+		return fmt.Errorf("%w: %d still running %v after they were cut: %w", ErrReadLoopsStuck, h.Len(), cutGrace, ctx.Err())
 	}
 }

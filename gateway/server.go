@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -47,10 +48,14 @@ type Options struct {
 	Tracing   *telemetry.Tracing // nil: no spans, client traceparent ignored
 }
 
-// Server is the HTTP side of a node.
+// Server is the HTTP side of a node: the client endpoint /api/{token} and
+// the internal endpoints /healthz, /readyz and /metrics, served together
+// (Handler) or on two listeners (ClientHandler and InternalHandler).
 type Server struct {
 	// Set at construction.
-	echo     *echo.Echo
+	all      *echo.Echo // every route, for the one-port setup
+	client   *echo.Echo // /api/ only
+	internal *echo.Echo // /healthz, /readyz, /metrics
 	hub      *Hub
 	ready    Readiness
 	upgrader websocket.Upgrader
@@ -94,20 +99,43 @@ func New(o Options) *Server {
 		CheckOrigin:     s.checkOrigin,
 		Error:           s.upgradeError,
 	}
-	e := echo.New()
-	e.HideBanner = true
-	e.HidePort = true
-	e.GET("/api/:token", echo.WrapHandler(http.HandlerFunc(s.ServeWS)))
-	e.GET("/api/", echo.WrapHandler(http.HandlerFunc(s.ServeWS))) // 400: token is empty
-	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(o.Metrics.Handler()))
-	s.echo = e
+	ws := echo.WrapHandler(http.HandlerFunc(s.ServeWS))
+	metrics := echo.WrapHandler(o.Metrics.Handler())
+	clientRoutes := func(e *echo.Echo) {
+		e.GET("/api/:token", ws)
+		e.GET("/api/", ws) // 400: token is empty
+	}
+	internalRoutes := func(e *echo.Echo) {
+		e.GET("/healthz", s.healthz)
+		e.GET("/readyz", s.readyz)
+		e.GET("/metrics", metrics)
+	}
+	s.all, s.client, s.internal = newEcho(), newEcho(), newEcho()
+	clientRoutes(s.all)
+	internalRoutes(s.all)
+	clientRoutes(s.client)
+	internalRoutes(s.internal)
 	return s
 }
 
-// Handler returns the HTTP handler of all routes.
-func (s *Server) Handler() http.Handler { return s.echo }
+func newEcho() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	return e
+}
+
+// Handler returns the HTTP handler of all routes, for a node with one port
+// (http.internal_addr empty).
+func (s *Server) Handler() http.Handler { return s.all }
+
+// ClientHandler returns the handler of the client port when the internal
+// endpoints have a listener of their own: /api/ only, anything else 404.
+func (s *Server) ClientHandler() http.Handler { return s.client }
+
+// InternalHandler returns the handler of the internal listener
+// (http.internal_addr): /healthz, /readyz and /metrics.
+func (s *Server) InternalHandler() http.Handler { return s.internal }
 
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
@@ -158,16 +186,24 @@ func validToken(token string, maxLen int) string {
 
 // ServeWS upgrades GET /api/{token} to a WebSocket and serves it until it
 // closes; it is an http.Handler so it can be tested on its own.
+//
+// Once the hub drains, every request is answered by resetting its TCP
+// connection, without an HTTP response: proxies retry a reset connection on
+// another node (nginx's default proxy_next_upstream "error timeout" does),
+// while they hand a 503 to the client. Without a hijackable connection (in
+// tests) the answer is 503.
 func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
+	if s.hub.Draining() {
+		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
+		if !resetConnection(w) {
+			writeJSONError(w, http.StatusServiceUnavailable, "node is shutting down")
+		}
+		return
+	}
 	token := strings.TrimPrefix(r.URL.Path, "/api/")
 	if why := validToken(token, s.ws.TokenMaxLength); why != "" {
 		s.metrics.UpgradesRefused.WithLabelValues("bad_token").Inc()
 		writeJSONError(w, http.StatusBadRequest, why)
-		return
-	}
-	if s.hub.Draining() {
-		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
-		writeJSONError(w, http.StatusServiceUnavailable, "node is shutting down")
 		return
 	}
 	if s.ws.MaxConnections > 0 && s.hub.Len() >= s.ws.MaxConnections {
@@ -191,6 +227,25 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	// stack and its 4 KiB read and write buffers: an idle connection should
 	// hold only what it needs. The hub owns the goroutine (Close waits for it).
 	go c.serve(context.Background())
+}
+
+// resetConnection takes the connection of w from net/http and closes it with
+// SO_LINGER 0, which sends a TCP RST instead of a FIN. It reports false when
+// w cannot be hijacked; then nothing was done.
+func resetConnection(w http.ResponseWriter) bool {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return false
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return false
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+	return true
 }
 
 func (s *Server) healthz(c echo.Context) error {

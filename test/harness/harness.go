@@ -93,8 +93,11 @@ func FreePort(t testing.TB) int {
 type Node struct {
 	ID   string
 	Port int
-	Mass string // its mass exchange
-	Env  []string
+	// InternalPort is the port of http.internal_addr when the node has one
+	// (WithInternalListener); 0 otherwise.
+	InternalPort int
+	Mass         string // its mass exchange
+	Env          []string
 
 	cmd  *exec.Cmd
 	mu   sync.Mutex
@@ -181,8 +184,15 @@ func (n *Node) Logs() string {
 	return n.logs.String()
 }
 
-// URL returns http://127.0.0.1:port + path.
-func (n *Node) URL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", n.Port, path) }
+// URL returns http://127.0.0.1:port + path; paths outside /api/ go to the
+// internal listener when the node has one.
+func (n *Node) URL(path string) string {
+	port := n.Port
+	if n.InternalPort != 0 && !strings.HasPrefix(path, "/api/") {
+		port = n.InternalPort
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d%s", port, path)
+}
 
 // WSURL returns the WebSocket URL for token.
 func (n *Node) WSURL(token string) string {
