@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -115,13 +116,13 @@ func TestDispatchRouting(t *testing.T) {
 				del.CorrelationId = tc.corr(r, a, b)
 			}
 			newDispatcher(r).route(del)
-			if got := sa.answers(); !equal(got, tc.wantA) {
+			if got := sa.answers(); !slices.Equal(got, tc.wantA) {
 				t.Errorf("caller a got %q, want %q", got, tc.wantA)
 			}
-			if got := sb.answers(); !equal(got, tc.wantB) {
+			if got := sb.answers(); !slices.Equal(got, tc.wantB) {
 				t.Errorf("caller b got %q, want %q", got, tc.wantB)
 			}
-			if !equal(hub.got, tc.wantBcast) {
+			if !slices.Equal(hub.got, tc.wantBcast) {
 				t.Errorf("broadcast %q, want %q", hub.got, tc.wantBcast)
 			}
 			if tc.wantDropBy != "" {
@@ -132,18 +133,6 @@ func TestDispatchRouting(t *testing.T) {
 			r.FailPending("x", "cleanup")
 		})
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func testutilCount(t *testing.T, r *Router, reason string) float64 {

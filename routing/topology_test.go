@@ -48,23 +48,11 @@ func TestTopologyConflictNamesTheDeleteCommand(t *testing.T) {
 			cfg.MassExchange = "mass-" + id
 			topo := NewTopology(cfg, id)
 			t.Cleanup(func() { deleteTopology(t, topo) })
-			conn, err := amqp.Dial(harness.AMQPURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ch, err := conn.Channel()
-			if err != nil {
-				t.Fatal(err)
-			}
+			ch := harness.Channel(t)
 			if err := tc.predeclare(ch, tc.object(topo)); err != nil {
 				t.Fatal(err)
 			}
-			ch, err = conn.Channel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = topo.Declare(ch)
+			err := topo.Declare(harness.Channel(t))
 			if !errors.Is(err, ErrTopologyConflict) {
 				t.Fatalf("Declare = %v, want ErrTopologyConflict", err)
 			}

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func TestReencodedIDsAnsweredOnce(t *testing.T) {
 		}
 		got = append(got, b)
 	}
-	if !equalStrings(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("caller got:\n  %s\nwant exactly:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 	if b := string(other.Next(t, wait)); b != pong {
@@ -121,16 +122,4 @@ func TestReencodedIDsAnsweredOnce(t *testing.T) {
 	if v := n.Metric(t, `piped_call_errors_total{code="timeout"}`); v != 1 {
 		t.Errorf("timeouts = %v, want 1 (the unanswered call's)", v)
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
