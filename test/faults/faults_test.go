@@ -18,8 +18,13 @@ const (
 	before = 2 * time.Second // traffic before the fault
 	// after is how long the traffic goes on once calls get results again;
 	// the calls of its last second must all get results (the first part
-	// lets a node and backend that were down for seconds catch up).
-	after = 3 * time.Second
+	// lets a node and backend that were down for seconds catch up). It
+	// exceeds requestTimeout by more than that second: calls the broker
+	// lost before the recovery stay in flight until their timeout, and while
+	// more than ws.max_inflight of them are pending a new call on the same
+	// connection is refused with too_many_requests, which is right but is
+	// not what this check is about.
+	after = requestTimeout + 2*time.Second
 )
 
 // recovered waits, after the fault began at faultAt, for /readyz to leave
