@@ -122,7 +122,7 @@ func (p *publisher) publish(j *pubJob) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		p.fail(j, "the broker connection was lost before the call was published")
+		p.fail(j.c, j.span, "the broker connection was lost before the call was published")
 		return
 	}
 	seq := p.ch.GetNextPublishSeqNo() // only write publishes: the number stays ours
@@ -137,19 +137,19 @@ func (p *publisher) publish(j *pubJob) {
 		_, mine := p.removeLocked(seq) // else the confirm timeout or shutdown answered it
 		p.mu.Unlock()
 		if mine {
-			p.fail(j, "the broker is not connected")
+			p.fail(j.c, j.span, "the broker is not connected")
 		}
 		return
 	}
 	p.r.metrics.Calls.Inc()
 }
 
-// fail ends the publish span of j and answers its call "unavailable" if it
-// is still pending.
-func (p *publisher) fail(j *pubJob, reason string) {
-	endError(j.span, protocol.CodeUnavailable)
-	if p.r.pending.take(j.c) {
-		p.r.answerError(j.c, protocol.CodeUnavailable, reason)
+// fail ends the publish span of a call that will not be confirmed and
+// answers the call c "unavailable" if it is still pending.
+func (p *publisher) fail(c *call, span trace.Span, reason string) {
+	endError(span, protocol.CodeUnavailable)
+	if p.r.pending.take(c) {
+		p.r.answerError(c, protocol.CodeUnavailable, reason)
 	}
 }
 
@@ -160,7 +160,7 @@ func (p *publisher) drain(reason string) int {
 	for {
 		select {
 		case j := <-p.jobs:
-			p.fail(j, reason)
+			p.fail(j.c, j.span, reason)
 			p.r.putBuf(j)
 			n++
 		default:
@@ -270,10 +270,7 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 			}
 			p.r.metrics.ConfirmDuration.Observe(time.Since(u.at).Seconds())
 			if !conf.Ack {
-				endError(u.span, protocol.CodeUnavailable)
-				if p.r.pending.take(u.c) {
-					p.r.answerError(u.c, protocol.CodeUnavailable, "the broker refused the call (nack)")
-				}
+				p.fail(u.c, u.span, "the broker refused the call (nack)")
 				continue
 			}
 			u.span.End()
@@ -282,10 +279,7 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 			late := p.expiredLocked(now.Add(-p.r.confirmTimeout))
 			p.mu.Unlock()
 			for _, u := range late {
-				endError(u.span, protocol.CodeUnavailable)
-				if p.r.pending.take(u.c) {
-					p.r.answerError(u.c, protocol.CodeUnavailable, "the broker did not confirm the call in time")
-				}
+				p.fail(u.c, u.span, "the broker did not confirm the call in time")
 			}
 			stalled = p.checkStall(now, stalled)
 		}
@@ -336,10 +330,7 @@ func (p *publisher) shutdown() {
 	p.queue, p.head = nil, 0
 	p.mu.Unlock()
 	for _, u := range rest {
-		endError(u.span, protocol.CodeUnavailable)
-		if p.r.pending.take(u.c) {
-			p.r.answerError(u.c, protocol.CodeUnavailable, "the broker connection was lost before the call was confirmed")
-		}
+		p.fail(u.c, u.span, "the broker connection was lost before the call was confirmed")
 	}
 	p.drain("the broker connection was lost before the call was published")
 }
