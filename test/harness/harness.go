@@ -100,8 +100,7 @@ type Node struct {
 	Env          []string
 
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
+	logs lockedBuffer // stdout and stderr
 	done chan struct{}
 	err  error // guarded by done
 }
@@ -153,8 +152,7 @@ func LaunchNode(t testing.TB, opts ...NodeOption) *Node {
 		"PIPED_SHUTDOWN_TIMEOUT=6s",
 	)
 	n.cmd.Env = append(n.cmd.Env, n.Env...)
-	n.cmd.Stdout = &lockedWriter{n: n}
-	n.cmd.Stderr = &lockedWriter{n: n}
+	n.cmd.Stdout, n.cmd.Stderr = &n.logs, &n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatalf("start piped: %v", err)
 	}
@@ -169,20 +167,8 @@ func LaunchNode(t testing.TB, opts ...NodeOption) *Node {
 	return n
 }
 
-type lockedWriter struct{ n *Node }
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.n.mu.Lock()
-	defer w.n.mu.Unlock()
-	return w.n.logs.Write(p)
-}
-
 // Logs returns what the node has written to stdout and stderr so far.
-func (n *Node) Logs() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.logs.String()
-}
+func (n *Node) Logs() string { return n.logs.String() }
 
 // URL returns http://127.0.0.1:port + path; paths outside /api/ go to the
 // internal listener when the node has one.
@@ -468,4 +454,22 @@ func Inspect(t testing.TB, queue string) int {
 		t.Fatalf("inspect %s: %v", queue, err)
 	}
 	return q.Messages
+}
+
+// lockedBuffer is an io.Writer safe for a process's stdout and stderr.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

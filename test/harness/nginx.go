@@ -1,14 +1,12 @@
 package harness
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -147,22 +145,4 @@ func (x *Nginx) WSURL(token string) string {
 func (x *Nginx) ErrorLog() string {
 	b, _ := os.ReadFile(filepath.Join(x.Dir, "error.log"))
 	return string(b)
-}
-
-// lockedBuffer is an io.Writer safe for a process's stdout and stderr.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
