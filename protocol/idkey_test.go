@@ -276,6 +276,7 @@ var idSeeds = [][2]string{
 	{`"\ud800"`, `"\ufffd"`},
 	{`1e64`, `1e63`},
 	{`{"a":1}`, `[1]`},
+	{`0e10000`, `0`},
 }
 
 // FuzzCanonicalID checks that AppendIDKey gives equal keys exactly to equal
@@ -307,7 +308,10 @@ func FuzzCanonicalID(f *testing.F) {
 		rng := rand.New(rand.NewPCG(seed, seed>>1|1))
 		r := respellID(a, rng)
 		vr, skipR := refIDValue(r)
-		if skipR || !refIDEqual(va, vr) {
+		if skipR {
+			return // the re-spelled exponent left the reference's range
+		}
+		if !refIDEqual(va, vr) {
 			t.Fatalf("respelling %q as %q changed its value (test bug)", a, r)
 		}
 		if kr, ok := AppendIDKey(nil, r); !ok || !bytes.Equal(ka, kr) {
