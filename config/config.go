@@ -16,6 +16,13 @@ type Config struct {
 	Shutdown  Shutdown  `koanf:"shutdown"`
 	Log       Log       `koanf:"log"`
 	Telemetry Telemetry `koanf:"telemetry"`
+	Routing   Routing   `koanf:"routing"`
+	Lifecycle Lifecycle `koanf:"lifecycle"`
+	Auth      Auth      `koanf:"auth"`
+	Reload    Reload    `koanf:"reload"`
+	// Routes is the ordered route table ([[routes]] in TOML): the first
+	// route whose Match matches a call's method takes it.
+	Routes []Route `koanf:"routes"`
 }
 
 // Node identifies this node on the broker.
@@ -126,6 +133,80 @@ type Telemetry struct {
 	SampleRatio float64 `koanf:"sample_ratio"`
 }
 
+// Routing governs calls that no route matches.
+type Routing struct {
+	// DefaultRoute sends a method no route matches to the node's out-exchange
+	// (the seed's behaviour); false answers such calls with unknown_method.
+	DefaultRoute bool `koanf:"default_route"`
+}
+
+// Route sends the calls whose method matches Match to Exchange.
+type Route struct {
+	// Match is an exact method name or a glob: "*" matches any run of
+	// characters other than ".", "?" one character other than ".", "**" any
+	// run including ".". Patterns match the lifecycle methods ($connect,
+	// $disconnect, $presence) only when they start with "$".
+	Match string `koanf:"match"`
+	// Exchange is the destination exchange; "" is the default exchange.
+	Exchange string `koanf:"exchange"`
+	// RoutingKey is a template with the placeholders {method} and {node}.
+	RoutingKey string `koanf:"routing_key"`
+	// Declare declares Exchange (of Type, durable per Durable) at start and
+	// after every reconnect; false requires it to exist (checked passively).
+	Declare bool   `koanf:"declare"`
+	Type    string `koanf:"type"` // topic, direct, fanout or headers; used with Declare
+	Durable bool   `koanf:"durable"`
+	// Timeout overrides requests.timeout for calls on this route; 0 keeps it.
+	Timeout time.Duration `koanf:"timeout"`
+	// Rate limits calls per second per connection on this route; 0: no limit
+	// beyond ws.rate_per_second. Burst is its bucket size; 0: max(1, ceil(Rate)).
+	Rate  float64 `koanf:"rate"`
+	Burst int     `koanf:"burst"`
+	// MaxPayloadBytes bounds the raw JSON of a call's payload on this route; 0: no bound beyond ws.max_message_bytes.
+	MaxPayloadBytes int `koanf:"max_payload_bytes"`
+}
+
+// Lifecycle turns on connection notices to the backend.
+type Lifecycle struct {
+	// Connect and Disconnect publish a $connect / $disconnect notice per connection.
+	Connect    bool `koanf:"connect"`
+	Disconnect bool `koanf:"disconnect"`
+	// Authorize makes the upgrade wait for the backend's answer to $connect
+	// (implies Connect), at most AuthorizeTimeout; when the backend does not
+	// answer in time or cannot be reached, AuthorizeFailure decides: "deny"
+	// (HTTP 503) or "allow".
+	Authorize        bool          `koanf:"authorize"`
+	AuthorizeTimeout time.Duration `koanf:"authorize_timeout"`
+	AuthorizeFailure string        `koanf:"authorize_failure"`
+	// RefreshInterval, when not 0, publishes a $presence notice listing this
+	// node's connections this often.
+	RefreshInterval time.Duration `koanf:"refresh_interval"`
+}
+
+// Auth is how the path token of /api/{token} is checked.
+type Auth struct {
+	// Mode is "none" (the token is an opaque session id) or "jwt".
+	Mode string `koanf:"mode"`
+	// JWTSecret verifies HS256 tokens. A secret: never logged.
+	JWTSecret string `koanf:"jwt_secret"`
+	// JWTPublicKeys are PEM public keys (RSA or ECDSA) verifying RS256/ES256 tokens.
+	JWTPublicKeys []string `koanf:"jwt_public_keys"`
+	// JWKSURL is a JWKS document fetched at start and refreshed every JWKSRefresh in the background.
+	JWKSURL     string        `koanf:"jwks_url"`
+	JWKSRefresh time.Duration `koanf:"jwks_refresh"`
+	// Issuer and Audience, when set, must match the iss and aud claims.
+	Issuer   string `koanf:"issuer"`
+	Audience string `koanf:"audience"`
+	// Leeway is the clock skew allowed on exp and nbf.
+	Leeway time.Duration `koanf:"leeway"`
+}
+
+// Reload governs runtime reloads of routes and limits (SIGHUP always reloads).
+type Reload struct {
+	// Watch also reloads when the configuration file changes.
+	Watch bool `koanf:"watch"`
+}
+
 // Defaults returns the built-in configuration; Node.ID is empty and must be set.
 func Defaults() Config {
 	return Config{
@@ -161,5 +242,8 @@ func Defaults() Config {
 		Shutdown:  Shutdown{DrainTimeout: 10 * time.Second, Timeout: 25 * time.Second},
 		Log:       Log{Level: "info", Format: "auto"},
 		Telemetry: Telemetry{ServiceName: "piped", Protocol: "grpc", SampleRatio: 1},
+		Routing:   Routing{DefaultRoute: true},
+		Lifecycle: Lifecycle{AuthorizeTimeout: 5 * time.Second, AuthorizeFailure: "deny"},
+		Auth:      Auth{Mode: "none", JWKSRefresh: 5 * time.Minute, Leeway: 5 * time.Second},
 	}
 }

@@ -15,7 +15,7 @@ const envConfig = envPrefix + "CONFIG"
 
 // isSecret reports whether the value of key may hold a secret: such values
 // are redacted by Redacted and never echoed in errors.
-func isSecret(key string) bool { return key == "amqp.url" }
+func isSecret(key string) bool { return key == "amqp.url" || key == "auth.jwt_secret" }
 
 // isDuration reports whether t is time.Duration, which is read from strings
 // such as "30s" rather than from integers.
@@ -63,6 +63,9 @@ func fields() []field {
 	for i := range ct.NumField() {
 		sf := ct.Field(i)
 		section := sf.Tag.Get("koanf")
+		if sf.Type.Kind() == reflect.Slice {
+			continue // [[routes]]: not a flat key; loaded from the file only
+		}
 		if section == "" || sf.Type.Kind() != reflect.Struct || strings.Contains(section, "_") {
 			panic(fmt.Sprintf("config: section field Config.%s needs a koanf tag without underscore and a struct type", sf.Name))
 		}

@@ -131,7 +131,7 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 	}
 	var c Config
 	err = k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{
-		DecoderConfig: &mapstructure.DecoderConfig{TagName: "koanf", ErrorUnused: true, ErrorUnset: true},
+		DecoderConfig: &mapstructure.DecoderConfig{TagName: "koanf", ErrorUnused: true, ErrorUnset: false},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("config: decoding the merged configuration: %w", err)

@@ -16,6 +16,12 @@ const (
 	CodeShuttingDown = "shutting_down"
 	// CodeInternal means an unexpected failure inside the gateway.
 	CodeInternal = "internal"
+	// CodeUnknownMethod means no route takes the method and the default
+	// route is switched off (routing.default_route = false).
+	CodeUnknownMethod = "unknown_method"
+	// CodePayloadTooLarge means the call's payload exceeds its route's
+	// max_payload_bytes.
+	CodePayloadTooLarge = "payload_too_large"
 )
 
 // MaxMethodLength is the longest method name accepted (bytes, after
