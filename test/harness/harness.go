@@ -98,6 +98,8 @@ type Node struct {
 	InternalPort int
 	Mass         string // its mass exchange
 	Env          []string
+	// ConfigFile, when set, is passed as --config (see WithConfig).
+	ConfigFile string
 
 	cmd  *exec.Cmd
 	logs lockedBuffer // stdout and stderr
@@ -110,6 +112,17 @@ type NodeOption func(*Node)
 
 // WithEnv adds environment variables (KEY=VALUE) to the node's process.
 func WithEnv(kv ...string) NodeOption { return func(n *Node) { n.Env = append(n.Env, kv...) } }
+
+// WithConfig writes toml to a file of the test's own and starts the node
+// with --config pointing at it; Node.ConfigFile names it (rewrite it and
+// send SIGHUP to reload). Environment and flags still win over it.
+func WithConfig(t testing.TB, toml string) NodeOption {
+	path := filepath.Join(t.TempDir(), "piped.toml")
+	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+		t.Fatalf("write config: %v", err)
+	}
+	return func(n *Node) { n.ConfigFile = path }
+}
 
 // WithMass makes the node use an existing mass exchange (to share it between nodes).
 func WithMass(name string) NodeOption { return func(n *Node) { n.Mass = name } }
@@ -136,7 +149,11 @@ func LaunchNode(t testing.TB, opts ...NodeOption) *Node {
 	if n.Mass == "" {
 		n.Mass = "mass-" + n.ID
 	}
-	n.cmd = exec.Command(binary, "--port", fmt.Sprint(n.Port), "--nodeId", n.ID)
+	args := []string{"--port", fmt.Sprint(n.Port), "--nodeId", n.ID}
+	if n.ConfigFile != "" {
+		args = append(args, "--config", n.ConfigFile)
+	}
+	n.cmd = exec.Command(binary, args...)
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PIPED_TEST_") { // the node refuses unknown PIPED_* variables
