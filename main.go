@@ -84,6 +84,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		Tracing: tracing,
 	})
 	srv := gateway.New(gateway.Options{
+		NodeID:    cfg.Node.ID,
 		WS:        cfg.WS,
 		Router:    router,
 		Readiness: router,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -35,6 +36,7 @@ type Conn struct {
 	// Set at construction.
 	ws     *websocket.Conn
 	token  string
+	id     string // unique across nodes and restarts: "<node id>.<16 hex digits>"
 	hub    *Hub
 	router Router
 	cfg    *connConfig
@@ -60,6 +62,7 @@ type Conn struct {
 
 // connConfig is shared by every connection of a server.
 type connConfig struct {
+	nodeID         string
 	maxMessage     int64
 	pingInterval   time.Duration
 	pongTimeout    time.Duration
@@ -75,9 +78,28 @@ type connConfig struct {
 }
 
 func newConn(ws *websocket.Conn, token string, hub *Hub, router Router, cfg *connConfig) *Conn {
-	c := &Conn{ws: ws, token: token, hub: hub, router: router, cfg: cfg,
+	c := &Conn{ws: ws, token: token, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg,
 		bucket: newTokenBucket(cfg.rate, cfg.burst)}
 	return c
+}
+
+// ID returns the connection's id, unique across nodes and restarts: the
+// node id, a dot and 16 random hex digits.
+func (c *Conn) ID() string { return c.id }
+
+// Token returns the address the connection is registered under in the hub.
+func (c *Conn) Token() string { return c.token }
+
+// newConnID returns a fresh connection id for this node. math/rand/v2's
+// generator is seeded from the OS per process, so ids differ across restarts.
+func (cfg *connConfig) newConnID() string {
+	var b [16]byte
+	const digits = "0123456789abcdef"
+	n := rand.Uint64()
+	for i := range b {
+		b[i] = digits[n>>(60-4*i)&0xf]
+	}
+	return cfg.nodeID + "." + string(b[:])
 }
 
 // Send queues msg for the client and reports whether it was accepted. It

@@ -39,6 +39,7 @@ type Readiness interface {
 
 // Options are the server's dependencies.
 type Options struct {
+	NodeID    string // names connection ids
 	WS        config.WS
 	Router    Router
 	Readiness Readiness
@@ -77,6 +78,7 @@ func New(o Options) *Server {
 		log:     o.Logger,
 		metrics: o.Metrics,
 		cfg: &connConfig{
+			nodeID:         o.NodeID,
 			maxMessage:     o.WS.MaxMessageBytes,
 			pingInterval:   o.WS.PingInterval,
 			pongTimeout:    o.WS.PongTimeout,
