@@ -136,30 +136,28 @@ func unknownFileKeys(key string, v any, path string, all []field) []error {
 	return errs
 }
 
-// checkEnv checks the keys the environment set (flattened) against the
-// keys it may set; origin names the variable that set each key.
-func checkEnv(flat map[string]any, origin map[string]string) []error {
+// checkEnv checks the PIPED_* variables loadEnv read, in order: each must
+// name a key the environment can set, with a value of its type.
+func checkEnv(vars []envVar) []error {
 	all := fields()
 	byKey := fieldsByKey(all)
 	var errs []error
-	for _, key := range sortedKeys(flat) {
-		name := origin[key]
-		f, ok := byKey[key]
+	for _, ev := range vars {
+		f, ok := byKey[ev.key]
 		if !ok {
-			if key == "routes" || strings.HasPrefix(key, "routes.") {
-				errs = append(errs, fmt.Errorf("config: %s cannot be set from the environment: [[routes]] come from the configuration file only", name))
+			if ev.key == routesKey || strings.HasPrefix(ev.key, routesKey+".") {
+				errs = append(errs, fmt.Errorf("config: %s cannot be set from the environment: [[routes]] come from the configuration file only", ev.name))
 				continue
 			}
-			msg := fmt.Sprintf("config: unknown environment variable %s (it would set key %q)", name, key)
-			if s := suggest(key, all); s != "" {
+			msg := fmt.Sprintf("config: unknown environment variable %s (it would set key %q)", ev.name, ev.key)
+			if s := suggest(ev.key, all); s != "" {
 				msg += fmt.Sprintf("; did you mean %s?", envName(s))
 			}
 			errs = append(errs, errors.New(msg))
 			continue
 		}
-		s, _ := flat[key].(string)
-		if _, problem := parseText(s, f.typ, isSecret(key)); problem != "" {
-			errs = append(errs, keyError(key, problem, "from "+name))
+		if _, problem := parseText(ev.value, f.typ, isSecret(ev.key)); problem != "" {
+			errs = append(errs, keyError(ev.key, problem, "from "+ev.name))
 		}
 	}
 	return errs

@@ -95,7 +95,7 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 	}
 
 	var errs []error
-	envK, envOrigin, envFile, err := loadEnv(environ)
+	envK, envVars, envFile, err := loadEnv(environ)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -119,7 +119,7 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 	// The checks after loading: what koanf read must fit Config, or the
 	// error says which key of which source is wrong.
 	errs = append(errs, checkFile(fileK.Raw(), path)...)
-	errs = append(errs, checkEnv(envK.All(), envOrigin)...)
+	errs = append(errs, checkEnv(envVars)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -287,14 +287,20 @@ type envFile struct {
 	set  bool
 }
 
+// envVar is one PIPED_* variable and the key its name maps to.
+type envVar struct{ name, key, value string }
+
 // loadEnv loads the PIPED_* variables of environ with koanf's env provider,
 // each under the key its name maps to, as the strings they are (checkEnv
-// checks them, the decoder hooks convert them). It returns the variable
-// that set each key and what PIPED_CONFIG says. Kubernetes service links are
-// left out. When a variable appears twice, the later one wins.
-func loadEnv(environ []string) (*koanf.Koanf, map[string]string, envFile, error) {
-	var file envFile
-	origin := map[string]string{}
+// checks them, the decoder hooks convert them). It returns every variable
+// read, in order, and what PIPED_CONFIG says. Variables that set no key are
+// left out of the koanf instance (checkEnv reports them), as are Kubernetes
+// service links. When a variable appears twice, the later one wins.
+func loadEnv(environ []string) (*koanf.Koanf, []envVar, envFile, error) {
+	var (
+		file envFile
+		vars []envVar
+	)
 	k := koanf.New(".")
 	p := env.Provider(".", env.Opt{
 		Prefix:      envPrefix,
@@ -308,14 +314,17 @@ func loadEnv(environ []string) (*koanf.Koanf, map[string]string, envFile, error)
 				return "", nil
 			}
 			key := envKey(name)
-			origin[key] = name
+			vars = append(vars, envVar{name: name, key: key, value: value})
+			if !isEnvKey(key) {
+				return "", nil
+			}
 			return key, value
 		},
 	})
 	if err := k.Load(p, nil); err != nil {
 		return nil, nil, file, fmt.Errorf("config: reading the environment: %w", err)
 	}
-	return k, origin, file, nil
+	return k, vars, file, nil
 }
 
 // kubernetesServiceLink reports whether an environment variable is one that
@@ -357,6 +366,28 @@ func isDigits(s string) bool {
 		}
 	}
 	return true
+}
+
+// File returns the configuration file Load reads for these args and
+// environ, as Load names it (relative paths stay relative to the working
+// directory), or "" when it reads none. A reload's file watch uses it. The
+// args must parse, as for Load; -h yields ErrHelp.
+func File(args, environ []string) (string, error) {
+	flags := newFlagSet(io.Discard)
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return "", ErrHelp
+		}
+		return "", fmt.Errorf("config: %w (see --help)", err)
+	}
+	var env envFile
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, envConfig+"="); ok {
+			env = envFile{path: v, set: true}
+		}
+	}
+	path, _, err := configFile(flags, env)
+	return path, err
 }
 
 // configFile returns the configuration file to read and which source named

@@ -519,6 +519,17 @@ type = "fanout"
 			not:   []string{"987654321"},
 		},
 		{
+			name: "a variable that names a section",
+			env:  []string{"PIPED_WS=1", "PIPED_WS_MAX_INFLIGHT=2"},
+			errs: []string{`config: unknown environment variable PIPED_WS (it would set key "ws")`},
+			not:  []string{"MAX_INFLIGHT"},
+		},
+		{
+			name: "PIPED_ alone",
+			env:  []string{"PIPED_=1"},
+			errs: []string{`config: unknown environment variable PIPED_ (it would set key "")`},
+		},
+		{
 			name: "invalid boolean from the environment",
 			env:  []string{"PIPED_RELOAD_WATCH=yes"},
 			errs: []string{`config: reload.watch: invalid boolean "yes"; use true or false (from PIPED_RELOAD_WATCH)`},
@@ -1028,5 +1039,43 @@ func TestFlyMachineIDIsTheDefaultNodeID(t *testing.T) {
 				t.Fatalf("node.id %q, want %q", c.Node.ID, tc.want)
 			}
 		})
+	}
+}
+
+func TestFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	tests := []struct {
+		name      string
+		cwdFile   bool
+		args, env []string
+		want      string
+	}{
+		{"none", false, nil, nil, ""},
+		{"./piped.toml", true, nil, nil, "piped.toml"},
+		{"--config", true, []string{"--nodeId", "1", "--config", "/etc/piped.toml"}, []string{"PIPED_CONFIG=env.toml"}, "/etc/piped.toml"},
+		{"PIPED_CONFIG", true, nil, []string{"PIPED_CONFIG=a.toml", "PIPED_CONFIG=env.toml"}, "env.toml"},
+		{"empty --config", true, []string{"--config="}, nil, ""},
+		{"empty PIPED_CONFIG", true, nil, []string{"PIPED_CONFIG="}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			os.Remove(filepath.Join(dir, "piped.toml"))
+			if tt.cwdFile {
+				if err := os.WriteFile(filepath.Join(dir, "piped.toml"), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := File(tt.args, tt.env)
+			if err != nil || got != tt.want {
+				t.Errorf("File = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := File([]string{"-h"}, nil); !errors.Is(err, ErrHelp) {
+		t.Errorf("File(-h): %v, want ErrHelp", err)
+	}
+	if _, err := File([]string{"--prot"}, nil); err == nil {
+		t.Error("File(--prot): no error")
 	}
 }
