@@ -23,10 +23,12 @@ type unconfirmed struct {
 
 // publishQueueSize is how many calls wait at most for the publisher's
 // goroutine. A call that finds the queue full is answered "unavailable" at
-// once. 4096 calls is about two seconds of a busy node's calls: enough to
-// ride out a slow moment of the broker, small enough (a few MiB of bodies)
-// not to hide a broker that stopped reading.
-const publishQueueSize = 4096
+// once. 16384 calls hold a burst of 200 connections × 80 calls, or more
+// than a second of a busy node's calls, while the broker has a slow moment
+// (seen: 5000 calls at once on 2 busy cores overflowed 4096); the channel
+// costs 128 KiB, and the stall check still answers every queued call once
+// the broker stops reading.
+const publishQueueSize = 16384
 
 // pubChannel is the part of *amqp.Channel the publisher writes to.
 type pubChannel interface {
