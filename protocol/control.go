@@ -13,6 +13,11 @@ const (
 	TypeBroadcast  = "broadcast"
 )
 
+// ValidCloseCode reports whether a disconnect may close connections with
+// code: 4000–4999, the WebSocket close codes RFC 6455 leaves to
+// applications (the node's own are listed in docs/protocol.md).
+func ValidCloseCode(code int) bool { return code >= 4000 && code <= 4999 }
+
 // Control is a parsed backend control message. Byte slices alias the input
 // given to ParseControl.
 //
