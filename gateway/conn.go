@@ -149,14 +149,17 @@ func (c *Conn) Close(d Disconnect) {
 }
 
 // closeWithText is Close with text instead of d.Reason in the close frame
-// (d.Reason stays the metric label and the reason logged).
-func (c *Conn) closeWithText(d Disconnect, text string) {
+// (d.Reason stays the metric label and the reason logged). It reports
+// false when the connection was closing already (its first reason stays).
+func (c *Conn) closeWithText(d Disconnect, text string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing == nil {
-		c.closeText = text
+	if c.closing != nil {
+		return false
 	}
+	c.closeText = text
 	c.closeLocked(d, true)
+	return true
 }
 
 // drain closes the connection with 1012 once it has no call in flight.

@@ -58,7 +58,8 @@ func (h *Hub) BroadcastAll(msg []byte) int {
 
 // DisconnectToken closes every connection of token (only the one whose ID
 // is connection, when that is not "") after what is already queued for it
-// is written, and returns how many it closed. The close code is code when
+// is written, and returns how many it closed (not counting those that were
+// closing already: they keep their first reason). The close code is code when
 // it is within 4000–4999, else DisconnectBackend's; the close frame's text
 // is reason cut to 123 bytes at a character boundary (invalid UTF-8
 // replaced), or "disconnected" when reason is "". The metric label and the
@@ -75,8 +76,7 @@ func (h *Hub) DisconnectToken(token, connection string, code int, reason string)
 	defer s.mu.RUnlock()
 	n := 0
 	for _, c := range s.conns[token] {
-		if connection == "" || c.id == connection {
-			c.closeWithText(d, text)
+		if (connection == "" || c.id == connection) && c.closeWithText(d, text) {
 			n++
 		}
 	}

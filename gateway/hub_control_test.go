@@ -81,6 +81,10 @@ func TestHubDisconnectToken(t *testing.T) {
 			if n := ts.hub.DisconnectToken("t1", connection, tc.code, tc.reason); n != want {
 				t.Fatalf("DisconnectToken closed %d, want %d", n, want)
 			}
+			// A second disconnect finds them closing: the first reason stays.
+			if n := ts.hub.DisconnectToken("t1", connection, 4444, "again"); n != 0 {
+				t.Fatalf("second DisconnectToken closed %d, want 0", n)
+			}
 			closed := []*websocket.Conn{first, second}
 			if tc.byID {
 				closed = closed[:1]
