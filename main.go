@@ -28,6 +28,10 @@ import (
 	"github.com/piped-dev/piped/telemetry"
 )
 
+// The hub carries out what routing dispatches: results, events and
+// control messages.
+var _ routing.Hub = (*gateway.Hub)(nil)
+
 func main() {
 	os.Exit(run())
 }

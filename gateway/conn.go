@@ -51,6 +51,7 @@ type Conn struct {
 	writing    bool        // a writer goroutine runs
 	pingDue    bool        // the writer sends a ping next
 	closing    *Disconnect // set once: no more sends; the writer closes after flushing (or at once)
+	closeText  string      // set with closing, never after: the close frame's text when not closing.Reason
 	flushFirst bool        // closing waits for the queue to be written
 	inflight   int         // calls with an id awaiting their answer
 	draining   bool        // close with 1012 once inflight reaches zero
@@ -147,6 +148,20 @@ func (c *Conn) Close(d Disconnect) {
 	c.closeLocked(d, true)
 }
 
+// closeWithText is Close with text instead of d.Reason in the close frame
+// (d.Reason stays the metric label and the reason logged). It reports
+// false when the connection was closing already (its first reason stays).
+func (c *Conn) closeWithText(d Disconnect, text string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing != nil {
+		return false
+	}
+	c.closeText = text
+	c.closeLocked(d, true)
+	return true
+}
+
 // drain closes the connection with 1012 once it has no call in flight.
 func (c *Conn) drain() {
 	c.mu.Lock()
@@ -192,6 +207,7 @@ func (c *Conn) writeLoop() {
 		if closing != nil && !c.flushFirst {
 			c.queue, c.queued = nil, 0
 		}
+		text := c.closeText
 		ping := c.pingDue
 		c.pingDue = false
 		batch, c.queue = c.queue, batch[:0]
@@ -213,7 +229,7 @@ func (c *Conn) writeLoop() {
 		clear(batch)
 		if closing != nil {
 			// Nothing is queued after closing is set, so all is written.
-			c.writeClose(*closing)
+			c.writeClose(*closing, text)
 			return // c.writing stays true: nothing is written after a close
 		}
 	}
@@ -249,11 +265,15 @@ func (c *Conn) writeFailed() {
 	c.cut()
 }
 
-// writeClose sends the close frame and gives the client closeGrace to answer
-// before the socket is cut; the read loop ends when either happens.
-func (c *Conn) writeClose(d Disconnect) {
+// writeClose sends the close frame, with text ("": d.Reason), and gives the
+// client closeGrace to answer before the socket is cut; the read loop ends
+// when either happens.
+func (c *Conn) writeClose(d Disconnect, text string) {
+	if text == "" {
+		text = d.Reason
+	}
 	deadline := time.Now().Add(c.cfg.writeTimeout)
-	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(d.Code, d.Reason), deadline); err != nil {
+	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(d.Code, text), deadline); err != nil {
 		c.cut()
 		return
 	}

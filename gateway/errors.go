@@ -33,6 +33,10 @@ var (
 	DisconnectProtocol = Disconnect{websocket.CloseProtocolError, "protocol_error"}
 	// DisconnectWriteFailed: writing to the client failed or timed out (ws.write_timeout).
 	DisconnectWriteFailed = Disconnect{websocket.CloseAbnormalClosure, "write_failed"}
+	// DisconnectBackend: a backend's disconnect control message closed the
+	// connection. The message may choose another code (4000–4999) and the
+	// close frame's text; the metric label stays "disconnected".
+	DisconnectBackend = Disconnect{4001, "disconnected"}
 	// DisconnectSlow: the client did not read fast enough and its send queue
 	// (ws.send_queue_bytes) overflowed.
 	DisconnectSlow = Disconnect{4008, "slow_client"}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/piped-dev/piped/telemetry"
 )
 
 // hubShards spreads tokens over this many locks, so deliveries to different
@@ -43,17 +46,23 @@ func (h *Hub) shard(token string) *hubShard {
 	return &h.shards[maphash.String(h.seed, token)%hubShards]
 }
 
-// Add registers c; it fails with ErrDraining once Drain was called.
+// Add registers c; it fails with ErrDraining once Drain was called. Once
+// registered, c is logged at debug level with its id and token hash (never
+// the token), so an operator can address it with a control message.
 func (h *Hub) Add(c *Conn) error {
 	s := h.shard(c.token)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if h.draining.Load() {
+		s.mu.Unlock()
 		return ErrDraining
 	}
 	s.conns[c.token] = append(s.conns[c.token], c)
 	h.count.Add(1)
 	h.live.Add(1)
+	s.mu.Unlock()
+	if log := c.cfg.log; log != nil && log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("connection registered", "connection", c.id, "token_hash", telemetry.TokenHash(c.token))
+	}
 	return nil
 }
 

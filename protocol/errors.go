@@ -2,7 +2,7 @@ package protocol
 
 import "errors"
 
-// Sentinel errors returned by ParseInbound. Test for them with errors.Is.
+// Sentinel errors returned by ParseInbound, ParseMessage and ParseControl. Test for them with errors.Is.
 var (
 	// ErrNotJSON means the in-queue message is not valid JSON.
 	ErrNotJSON = errors.New("protocol: message is not valid JSON")
@@ -11,6 +11,9 @@ var (
 	// ErrNoToken means the in-queue message has no "token" member, or its
 	// value is not a JSON string, or the string is empty.
 	ErrNoToken = errors.New("protocol: message has no token")
+	// ErrBadControl means a control message (disconnect, broadcast) lacks
+	// a member it needs or has one of the wrong type (see ParseControl).
+	ErrBadControl = errors.New("protocol: bad control message")
 )
 
 // Reasons used in FrameError.Reason.

@@ -48,6 +48,36 @@ var inboundSeeds = []string{
 	`"token"`,
 	`{"token":"t",}`,
 	``,
+	`{"type":"event","token":"t","connection":"n1.0123456789abcdef","event":"e"}`,
+	`{"type":"event","token":"t","connection":1}`,
+	`{"type":"event","token":"t","connection":null,"conn\u0065ction":"c"}`,
+	`{"type":"broadcast","event":"e","payload":{"token":"inner"}}`,
+	`{"type":"disconnect","token":"t","code":4001,"reason":"bye"}`,
+}
+
+// controlSeeds are seeds for FuzzParseControl.
+var controlSeeds = []string{
+	`{"type":"disconnect","token":"t"}`,
+	`{"type":"disconnect","token":"t","connection":"n1.0123456789abcdef","code":4321,"reason":"banned"}`,
+	`{"type":"disconnect","token":"t","code":4001.5,"reason":null}`,
+	`{"type":"disconnect","token":"t","code":"4001"}`,
+	`{"type":"disconnect","token":"t","code":-1e3}`,
+	`{"type":"disconnect","token":"t","code":12345678901234567890}`,
+	`{"type":"disconnect","token":"","connection":"c"}`,
+	`{"type":"disconnect","token":"t","connection":""}`,
+	`{"type":"disconnect","token":"t","reason":"\u00e9\ud83d\ude00"}`,
+	`{"type":"disconnect","tok\u0065n":"t","token":null}`,
+	`{"type":"broadcast","event":"e"}`,
+	`{"type":"broadcast","event":"e","payload":null}`,
+	`{"type":"broadcast","event":"\u0065","payload":[1,{"a":"}"}]}`,
+	`{"type":"broadcast","event":""}`,
+	`{"type":"broadcast","event":7}`,
+	`{"type":"broadcast","event":"a","event":null}`,
+	`{"t\u0079pe":"broadcast","event":"e","type":"event"}`,
+	`{"type":"result"}`,
+	`{}`,
+	`[]`,
+	``,
 }
 
 func FuzzParseFrame(f *testing.F) {
@@ -108,10 +138,46 @@ func FuzzParseInbound(f *testing.F) {
 		if in.Token == "" {
 			t.Fatal("empty Token on success")
 		}
+		if msg, err := ParseMessage(b); err != nil || msg.Token != in.Token || !sameRaw(msg.Body, in.Body) {
+			t.Fatalf("ParseMessage = %+v, %v; ParseInbound = %+v", msg, err, in)
+		}
 		// checkInboundAgainstRef already checked Body; check it once more
 		// without the reference map, as the documented invariant.
 		if err := checkBody(b, in.Body, nil); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzParseControl(f *testing.F) {
+	for _, s := range controlSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range inboundSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseControl(b)
+		if err := checkControlAgainstRef(b); err != nil {
+			t.Fatal(err)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrNotJSON) && !errors.Is(err, ErrNotObject) && !errors.Is(err, ErrBadControl) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		switch c.Type {
+		case TypeDisconnect:
+			if c.Token == "" {
+				t.Fatal("disconnect without a token on success")
+			}
+		case TypeBroadcast:
+			if len(c.Event) < 3 {
+				t.Fatalf("broadcast event %q", c.Event)
+			}
+		default:
+			t.Fatalf("Type %q on success", c.Type)
 		}
 	})
 }

@@ -5,8 +5,10 @@ import "encoding/json"
 // Inbound is a parsed message from the node's in-queue. Byte slices alias
 // the input given to ParseInbound, except Body, which is a fresh buffer.
 type Inbound struct {
-	// Token is the value of the "token" member (required, a non-empty JSON
-	// string, unescaped). It identifies the client connection to deliver to.
+	// Token is the value of the "token" member (required by ParseInbound, a
+	// non-empty JSON string, unescaped). It identifies the client
+	// connections to deliver to. ParseMessage leaves it "" when the message
+	// has no usable token.
 	Token string
 	// Type is the value of "type" when it is a JSON string, else "".
 	Type string
@@ -15,9 +17,17 @@ type Inbound struct {
 	ID []byte
 	// Method is the value of "method" when it is a JSON string, else "".
 	Method string
+	// Connection is the value of "connection" when it is a JSON string
+	// (unescaped), else "": the one connection of the token an event is
+	// for. HasConnection reports whether the member is there at all with a
+	// value other than null, so HasConnection with Connection == "" is a
+	// "connection" that is not a non-empty string.
+	Connection    string
+	HasConnection bool
 	// Body is the whole message with every top-level "token" member
 	// removed. Every other byte is untouched: key order, whitespace, number
-	// spelling and escapes are all preserved, and Body is valid JSON.
+	// spelling and escapes are all preserved (a "connection" member too),
+	// and Body is valid JSON.
 	Body []byte
 }
 
@@ -30,9 +40,18 @@ type Inbound struct {
 // compared after unescaping; when a key occurs more than once the last
 // occurrence wins (but every "token" member is removed from Body).
 //
-// The only allocations on success are Body and the Token, Type and Method
-// strings. ParseInbound never panics.
-func ParseInbound(b []byte) (Inbound, error) {
+// The only allocations on success are Body and the Token, Type, Method and
+// Connection strings. ParseInbound never panics.
+func ParseInbound(b []byte) (Inbound, error) { return parseInbound(b, true) }
+
+// ParseMessage is ParseInbound for messages that need no token (a
+// broadcast): a missing, non-string or empty "token" is not an error, and
+// Token is then "". Everything else, errors included, is as ParseInbound's:
+// ParseInbound(b) succeeds exactly when ParseMessage(b) does with a
+// non-empty Token, and then returns the same Inbound.
+func ParseMessage(b []byte) (Inbound, error) { return parseInbound(b, false) }
+
+func parseInbound(b []byte, needToken bool) (Inbound, error) {
 	if !json.Valid(b) {
 		return Inbound{}, ErrNotJSON
 	}
@@ -45,7 +64,7 @@ func ParseInbound(b []byte) (Inbound, error) {
 		return Inbound{}, ErrNotJSON
 	}
 
-	var token, typ, method span
+	var token, typ, method, conn span
 	var in Inbound
 	var body []byte
 	// Body is the input minus the token members. It is assembled from
@@ -94,34 +113,50 @@ func ParseInbound(b []byte) (Inbound, error) {
 				method = v
 			case keyID:
 				in.ID = b[v.start:v.end]
+			case keyConnection:
+				conn = v
 			}
 		}
 		prevEnd = m.valEnd
 	}
 
-	if !token.set || b[token.start] != '"' || token.end-token.start == 2 {
+	hasToken := token.set && b[token.start] == '"' && token.end-token.start > 2
+	if needToken && !hasToken {
 		return Inbound{}, ErrNoToken
 	}
 
-	// Suffix: whitespace, "}" and trailing whitespace after the last value.
-	if prevEnd != pendEnd {
-		if body == nil {
-			body = make([]byte, 0, len(b))
+	if prevEnd < 0 {
+		// No members at all (only ParseMessage gets here): all is kept.
+		in.Body = append(make([]byte, 0, len(b)), b...)
+	} else {
+		// Suffix: whitespace, "}" and trailing whitespace after the last value.
+		if prevEnd != pendEnd {
+			if body == nil {
+				body = make([]byte, 0, len(b))
+			}
+			body = append(body, b[pendStart:pendEnd]...)
+			pendStart = prevEnd
 		}
-		body = append(body, b[pendStart:pendEnd]...)
-		pendStart = prevEnd
+		if body == nil {
+			body = make([]byte, 0, len(b)-pendStart)
+		}
+		in.Body = append(body, b[pendStart:]...)
 	}
-	if body == nil {
-		body = make([]byte, 0, len(b)-pendStart)
-	}
-	in.Body = append(body, b[pendStart:]...)
 
-	in.Token = unquoteValue(b, token)
+	if hasToken {
+		in.Token = unquoteValue(b, token)
+	}
 	if typ.set && b[typ.start] == '"' {
 		in.Type = unquoteValue(b, typ)
 	}
 	if method.set && b[method.start] == '"' {
 		in.Method = unquoteValue(b, method)
+	}
+	if conn.set && b[conn.start] != 'n' {
+		in.HasConnection = true
+		if b[conn.start] == '"' {
+			in.Connection = unquoteValue(b, conn)
+		}
 	}
 	return in, nil
 }

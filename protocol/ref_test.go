@@ -8,9 +8,10 @@ import (
 	"unicode/utf8"
 )
 
-// This file holds reference implementations of ParseFrame and ParseInbound
-// built on encoding/json (map[string]json.RawMessage keeps raw bytes and,
-// like JSON.parse, lets the last duplicate key win). Tests and fuzz targets
+// This file holds reference implementations of ParseFrame, ParseInbound
+// (with ParseMessage) and ParseControl built on encoding/json
+// (map[string]json.RawMessage keeps raw bytes and, like JSON.parse, lets the
+// last duplicate key win). Tests and fuzz targets
 // compare the hand scanner against them.
 
 // firstByte returns the first non-whitespace byte of b, or 0.
@@ -110,7 +111,11 @@ type refInbound struct {
 }
 
 // refParseInbound is a slow reference ParseInbound.
-func refParseInbound(b []byte) refInbound {
+func refParseInbound(b []byte) refInbound { return refParseMessage(b, true) }
+
+// refParseMessage is a slow reference ParseMessage (ParseInbound when
+// needToken).
+func refParseMessage(b []byte, needToken bool) refInbound {
 	if !json.Valid(b) {
 		return refInbound{err: ErrNotJSON}
 	}
@@ -122,14 +127,12 @@ func refParseInbound(b []byte) refInbound {
 		panic(fmt.Sprintf("reference: unmarshal valid object: %v", err))
 	}
 	var in Inbound
-	raw, ok := m["token"]
-	if !ok || raw[0] != '"' {
-		return refInbound{err: ErrNoToken}
+	if raw, ok := m["token"]; ok && raw[0] == '"' {
+		if err := json.Unmarshal(raw, &in.Token); err != nil {
+			panic(err)
+		}
 	}
-	if err := json.Unmarshal(raw, &in.Token); err != nil {
-		panic(err)
-	}
-	if in.Token == "" {
+	if needToken && in.Token == "" {
 		return refInbound{err: ErrNoToken}
 	}
 	if raw, ok := m["type"]; ok && raw[0] == '"' {
@@ -141,8 +144,122 @@ func refParseInbound(b []byte) refInbound {
 	if raw, ok := m["id"]; ok {
 		in.ID = raw
 	}
+	if raw, ok := m["connection"]; ok && raw[0] != 'n' {
+		in.HasConnection = true
+		if raw[0] == '"' {
+			_ = json.Unmarshal(raw, &in.Connection)
+		}
+	}
 	delete(m, "token")
 	return refInbound{in: in, bodyMap: m}
+}
+
+// refParseControl is a slow reference ParseControl. It reports only
+// whether the error is ErrNotJSON, ErrNotObject or ErrBadControl.
+func refParseControl(b []byte) (Control, error) {
+	if !json.Valid(b) {
+		return Control{}, ErrNotJSON
+	}
+	if firstByte(b) != '{' {
+		return Control{}, ErrNotObject
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		panic(fmt.Sprintf("reference: unmarshal valid object: %v", err))
+	}
+	get := func(k string) (json.RawMessage, bool) {
+		raw, ok := m[k]
+		if !ok || string(raw) == "null" {
+			return nil, false
+		}
+		return raw, true
+	}
+	str := func(k string) (string, bool, bool) { // value, present, is a string
+		raw, ok := get(k)
+		if !ok {
+			return "", false, false
+		}
+		if raw[0] != '"' {
+			return "", true, false
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			panic(err)
+		}
+		return s, true, true
+	}
+	var c Control
+	c.Type, _, _ = str("type")
+	switch c.Type {
+	case TypeDisconnect:
+		tok, _, _ := str("token")
+		if raw, _ := get("token"); raw == nil || string(raw) == `""` || raw[0] != '"' {
+			return Control{}, ErrBadControl
+		}
+		c.Token = tok
+		if raw, ok := get("connection"); ok {
+			if raw[0] != '"' || string(raw) == `""` {
+				return Control{}, ErrBadControl
+			}
+			c.Connection, _, _ = str("connection")
+		}
+		if raw, ok := get("code"); ok {
+			if !isNumberStart(raw) {
+				return Control{}, ErrBadControl
+			}
+			c.CodeSet = true
+			var n int64
+			if err := json.Unmarshal(raw, &n); err == nil && n >= -999999999 && n <= 999999999 && !bytes.ContainsAny(raw, ".eE") {
+				c.Code = int(n)
+			}
+		}
+		if r, ok, isStr := str("reason"); ok {
+			if !isStr {
+				return Control{}, ErrBadControl
+			}
+			c.Reason = r
+		}
+	case TypeBroadcast:
+		raw, ok := get("event")
+		if !ok || raw[0] != '"' || string(raw) == `""` {
+			return Control{}, ErrBadControl
+		}
+		c.Event = raw
+		if raw, ok := m["payload"]; ok {
+			c.Payload = raw
+		}
+	default:
+		return Control{}, ErrBadControl
+	}
+	return c, nil
+}
+
+// checkControlAgainstRef compares ParseControl(b) with refParseControl(b).
+func checkControlAgainstRef(b []byte) error {
+	got, err := ParseControl(b)
+	want, wantErr := refParseControl(b)
+	if wantErr != nil {
+		if !errors.Is(err, wantErr) {
+			return fmt.Errorf("ParseControl(%q) error = %v, want %v", b, err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ParseControl(%q) error = %v, want success", b, err)
+	}
+	switch {
+	case got.Type != want.Type, got.Token != want.Token, got.Connection != want.Connection,
+		got.Code != want.Code, got.CodeSet != want.CodeSet, got.Reason != want.Reason:
+		return fmt.Errorf("ParseControl(%q) = %+v, want %+v", b, got, want)
+	case !sameRaw(got.Event, want.Event), !sameRaw(got.Payload, want.Payload):
+		return fmt.Errorf("ParseControl(%q) event %q payload %.200q, want %q %.200q", b, got.Event, got.Payload, want.Event, want.Payload)
+	}
+	if got.Type == TypeBroadcast {
+		if out := AppendEvent(nil, got.Event, got.Payload); !json.Valid(out) {
+			return fmt.Errorf("AppendEvent output %.200q is not valid JSON", out)
+		}
+	}
+	return nil
 }
 
 // isSubsequence reports whether sub can be obtained from s by deleting bytes.
@@ -199,29 +316,37 @@ func compareFrames(got, want Frame) error {
 	return nil
 }
 
-// checkInboundAgainstRef compares ParseInbound(b) with refParseInbound(b)
-// and checks the Body invariants.
+// checkInboundAgainstRef compares ParseInbound(b) and ParseMessage(b)
+// with their references and checks the Body invariants.
 func checkInboundAgainstRef(b []byte) error {
-	got, err := ParseInbound(b)
-	want := refParseInbound(b)
+	if err := checkParsedAgainstRef(b, "ParseInbound", ParseInbound, refParseMessage(b, true)); err != nil {
+		return err
+	}
+	return checkParsedAgainstRef(b, "ParseMessage", ParseMessage, refParseMessage(b, false))
+}
+
+func checkParsedAgainstRef(b []byte, name string, parse func([]byte) (Inbound, error), want refInbound) error {
+	got, err := parse(b)
 	if want.err != nil {
 		if !errors.Is(err, want.err) {
-			return fmt.Errorf("ParseInbound(%q) error = %v, want %v", b, err, want.err)
+			return fmt.Errorf("%s(%q) error = %v, want %v", name, b, err, want.err)
 		}
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("ParseInbound(%q) error = %v, want success", b, err)
+		return fmt.Errorf("%s(%q) error = %v, want success", name, b, err)
 	}
 	switch {
 	case got.Token != want.in.Token:
-		return fmt.Errorf("Token = %q, want %q", got.Token, want.in.Token)
+		return fmt.Errorf("%s: Token = %q, want %q", name, got.Token, want.in.Token)
 	case got.Type != want.in.Type:
-		return fmt.Errorf("Type = %q, want %q", got.Type, want.in.Type)
+		return fmt.Errorf("%s: Type = %q, want %q", name, got.Type, want.in.Type)
 	case got.Method != want.in.Method:
-		return fmt.Errorf("Method = %q, want %q", got.Method, want.in.Method)
+		return fmt.Errorf("%s: Method = %q, want %q", name, got.Method, want.in.Method)
 	case !sameRaw(got.ID, want.in.ID):
-		return fmt.Errorf("ID = %q, want %q", got.ID, want.in.ID)
+		return fmt.Errorf("%s: ID = %q, want %q", name, got.ID, want.in.ID)
+	case got.Connection != want.in.Connection || got.HasConnection != want.in.HasConnection:
+		return fmt.Errorf("%s: Connection = %q (present %v), want %q (%v)", name, got.Connection, got.HasConnection, want.in.Connection, want.in.HasConnection)
 	}
 	return checkBody(b, got.Body, want.bodyMap)
 }
@@ -236,7 +361,9 @@ func checkBody(input, body []byte, wantMap map[string]json.RawMessage) error {
 	if firstByte(body) != '{' {
 		return fmt.Errorf("Body %.200q is not an object", body)
 	}
-	if !isSubsequence(body, input) || len(body) >= len(input) {
+	// Equal lengths only when nothing was removed; the check for a token
+	// member below catches a token that should have been.
+	if !isSubsequence(body, input) || len(body) > len(input) {
 		return fmt.Errorf("Body %.200q is not the input %.200q with bytes removed", body, input)
 	}
 	var gotMap map[string]json.RawMessage

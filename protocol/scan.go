@@ -219,6 +219,10 @@ const (
 	keyTraceState
 	keyToken
 	keyType
+	keyConnection
+	keyEvent
+	keyCode
+	keyReason
 )
 
 // maxKnownKey is the length of the longest known member name ("traceparent").
@@ -263,6 +267,14 @@ func lookupKey(key []byte) keyKind {
 		return keyToken
 	case "type":
 		return keyType
+	case "connection":
+		return keyConnection
+	case "event":
+		return keyEvent
+	case "code":
+		return keyCode
+	case "reason":
+		return keyReason
 	}
 	return keyOther
 }

@@ -74,7 +74,13 @@ func BenchmarkCall(b *testing.B) {
 
 type countHub struct{ n int }
 
-func (h *countHub) Broadcast(token string, msg []byte) int { h.n++; return 1 }
+func (h *countHub) Broadcast(token string, msg []byte) int          { h.n++; return 1 }
+func (h *countHub) SendTo(token, connection string, msg []byte) int { h.n++; return 1 }
+func (h *countHub) BroadcastAll(msg []byte) int                     { h.n++; return 1 }
+func (h *countHub) DisconnectToken(token, connection string, code int, reason string) int {
+	h.n++
+	return 1
+}
 
 // BenchmarkDispatchResultByMatch measures routing one result whose backend
 // did not copy the correlation id and re-escaped the id (PHP's "a\/1"):

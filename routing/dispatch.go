@@ -57,7 +57,10 @@ batch:
 }
 
 // route handles one delivery. Nothing a backend sends can make it fail:
-// malformed messages are logged, counted and dropped.
+// malformed messages are logged, counted and dropped. The type decides:
+// results are matched with their calls, events go to the token (or one of
+// its connections), control types are carried out, and any other type is
+// dropped: it is never forwarded to clients.
 func (d *dispatcher) route(del *amqp.Delivery) {
 	r := d.r
 	// The backend's trace context, when it put one on the message.
@@ -65,25 +68,47 @@ func (d *dispatcher) route(del *amqp.Delivery) {
 	if len(del.Headers) > 0 {
 		parent = r.prop.Extract(parent, AMQPHeaders(del.Headers))
 	}
-	in, err := protocol.ParseInbound(del.Body)
+	in, err := protocol.ParseMessage(del.Body)
 	if err != nil {
 		reason := "not_json"
-		switch {
-		case errors.Is(err, protocol.ErrNotObject):
+		if errors.Is(err, protocol.ErrNotObject) {
 			reason = "not_object"
-		case errors.Is(err, protocol.ErrNoToken):
-			reason = "no_token"
 		}
+		d.dropMalformed(parent, del, reason, err)
+		return
+	}
+	switch in.Type {
+	case "result":
+		if in.Token == "" {
+			d.dropMalformed(parent, del, "no_token", protocol.ErrNoToken)
+			return
+		}
+		d.result(parent, del, &in)
+	case "event":
+		switch {
+		case in.Token == "":
+			d.dropMalformed(parent, del, "no_token", protocol.ErrNoToken)
+		case in.HasConnection && in.Connection == "":
+			d.dropMalformed(parent, del, "bad_connection", errBadConnection)
+		default:
+			r.metrics.Events.Inc()
+			d.broadcast(parent, del, &in, in.Connection)
+		}
+	case protocol.TypeDisconnect, protocol.TypeBroadcast:
+		d.control(parent, del)
+	default:
 		ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body))
-		d.drop(ctx, span, del, slog.LevelWarn, reason, "dropped malformed backend message", "error", err, "bytes", len(del.Body))
-		return
+		d.drop(ctx, span, del, slog.LevelWarn, "unknown_type", "dropped backend message of unknown type",
+			"type", truncate(in.Type, 64), "bytes", len(del.Body))
 	}
-	if in.Type != "result" {
-		r.metrics.Events.Inc()
-		d.broadcast(parent, del, &in)
-		return
-	}
-	c, routedBy := d.match(del, &in)
+}
+
+// result delivers a result to the call it answers, or, when no call waits
+// for it, to every connection of its token (a result's "connection" is not
+// looked at: it is for its call's connection).
+func (d *dispatcher) result(parent context.Context, del *amqp.Delivery, in *protocol.Inbound) {
+	r := d.r
+	c, routedBy := d.match(del, in)
 	switch {
 	case c != nil:
 		d.deliver(parent, del, c, in.Body, routedBy)
@@ -96,8 +121,22 @@ func (d *dispatcher) route(del *amqp.Delivery) {
 	default:
 		// No call waits for it: the original Piped's behaviour, every connection of the token.
 		r.metrics.Results.WithLabelValues("broadcast").Inc()
-		d.broadcast(parent, del, &in)
+		d.broadcast(parent, del, in, "")
 	}
+}
+
+// dropMalformed drops a message that cannot be routed, under a span of its own.
+func (d *dispatcher) dropMalformed(parent context.Context, del *amqp.Delivery, reason string, err error) {
+	ctx, span := d.r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body))
+	d.drop(ctx, span, del, slog.LevelWarn, reason, "dropped malformed backend message", "error", err, "bytes", len(del.Body))
+}
+
+// truncate cuts s to at most n bytes, for logging values a backend chose.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // match finds the pending call a result answers: by our correlation id,
@@ -138,12 +177,18 @@ func (d *dispatcher) deliver(parent context.Context, del *amqp.Delivery, c *call
 	c.span.End()
 }
 
-// broadcast writes a message to every connection of its token.
-func (d *dispatcher) broadcast(parent context.Context, del *amqp.Delivery, in *protocol.Inbound) {
+// broadcast writes a message to every connection of its token, or only to
+// the token's connection whose id is connection when that is not "".
+func (d *dispatcher) broadcast(parent context.Context, del *amqp.Delivery, in *protocol.Inbound, connection string) {
 	r := d.r
 	ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body))
 	_, send := r.tracer.Start(ctx, spanSend, trace.WithSpanKind(trace.SpanKindInternal))
-	n := r.hub.Broadcast(in.Token, in.Body)
+	var n int
+	if connection != "" {
+		n = r.hub.SendTo(in.Token, connection, in.Body)
+	} else {
+		n = r.hub.Broadcast(in.Token, in.Body)
+	}
 	send.End()
 	if n == 0 {
 		r.metrics.Dropped.WithLabelValues("no_connection").Inc()

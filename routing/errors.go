@@ -24,3 +24,8 @@ var (
 	// ErrStopped is the readiness reason once the router was stopped.
 	ErrStopped = errors.New("routing: stopped")
 )
+
+// errBadConnection is why an event whose "connection" is not a non-empty
+// string is dropped (reason bad_connection) rather than sent to every
+// connection of its token.
+var errBadConnection = errors.New(`routing: an event's "connection" must be a non-empty string`)

@@ -28,10 +28,12 @@ import (
 )
 
 // Hub is what the router needs from the connection side: writing a message
-// to every connection of a token on this node. It must not block and
-// returns how many connections it reached.
+// to every connection of a token on this node, and what control messages
+// need (ControlHub, in control.go). It must not block and returns how many
+// connections it reached.
 type Hub interface {
 	Broadcast(token string, msg []byte) int
+	ControlHub
 }
 
 // Options are the router's dependencies and settings.

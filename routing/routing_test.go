@@ -3,6 +3,7 @@ package routing
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -22,17 +23,46 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeHub records broadcasts.
+// fakeHub records broadcasts and control calls.
 type fakeHub struct {
-	mu    sync.Mutex
-	conns map[string]int // token → connections
-	got   []string       // token + " " + message
+	mu     sync.Mutex
+	conns  map[string]int // token → connections
+	got    []string       // token + " " + message; token/connection for SendTo, * for BroadcastAll
+	closed []string       // DisconnectToken calls: token/connection code reason
 }
 
 func (h *fakeHub) Broadcast(token string, msg []byte) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.got = append(h.got, token+" "+string(msg))
+	return h.conns[token]
+}
+
+func (h *fakeHub) SendTo(token, connection string, msg []byte) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, token+"/"+connection+" "+string(msg))
+	return min(h.conns[token], 1)
+}
+
+func (h *fakeHub) BroadcastAll(msg []byte) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, "* "+string(msg))
+	n := 0
+	for _, c := range h.conns {
+		n += c
+	}
+	return n
+}
+
+func (h *fakeHub) DisconnectToken(token, connection string, code int, reason string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = append(h.closed, fmt.Sprintf("%s/%s %d %s", token, connection, code, reason))
+	if connection != "" {
+		return min(h.conns[token], 1)
+	}
 	return h.conns[token]
 }
 

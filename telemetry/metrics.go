@@ -35,10 +35,15 @@ type Metrics struct {
 	// Results counts in-queue results delivered, by how they were routed
 	// (correlation, match, broadcast).
 	Results *prometheus.CounterVec
-	// Events counts in-queue events (every non-result type) dispatched.
+	// Events counts in-queue events ("type":"event") dispatched.
 	Events prometheus.Counter
-	// Dropped counts in-queue messages dropped, by reason
-	// (not_json, not_object, no_token, late, redelivered, no_connection).
+	// Control counts backend control messages carried out, by type
+	// (disconnect, broadcast) and outcome (ok; bad_code: a disconnect whose
+	// code was not 4000–4999, carried out with the default code).
+	Control *prometheus.CounterVec
+	// Dropped counts in-queue messages dropped, by reason (not_json,
+	// not_object, no_token, unknown_type, bad_control, bad_connection, late,
+	// redelivered, no_connection).
 	Dropped *prometheus.CounterVec
 	// CallDuration observes call→answer latency in seconds, by outcome
 	// (result or an error code).
@@ -77,9 +82,11 @@ func NewMetrics() *Metrics {
 		Results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "piped_results_total", Help: "Results from the in-queue delivered, by routing (correlation, match, broadcast)."}, []string{"routed_by"}),
 		Events: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "piped_events_total", Help: "Events (non-result messages) from the in-queue dispatched."}),
+			Name: "piped_events_total", Help: "Events from the in-queue dispatched."}),
+		Control: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_control_messages_total", Help: "Backend control messages carried out, by type and outcome (ok, bad_code)."}, []string{"type", "outcome"}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "piped_backend_messages_dropped_total", Help: "In-queue messages dropped, by reason (not_json, not_object, no_token, late, redelivered, no_connection)."}, []string{"reason"}),
+			Name: "piped_backend_messages_dropped_total", Help: "In-queue messages dropped, by reason (not_json, not_object, no_token, unknown_type, bad_control, bad_connection, late, redelivered, no_connection)."}, []string{"reason"}),
 		CallDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "piped_call_duration_seconds", Help: "Time from a call's publish to its answer, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"outcome"}),
@@ -104,6 +111,7 @@ func NewMetrics() *Metrics {
 		Name: "piped_calls_pending", Help: "Calls published and awaiting their result, timeout or error."}, m.callsPending))
 	f(m.Results)
 	f(m.Events)
+	f(m.Control)
 	f(m.Dropped)
 	f(m.CallDuration)
 	f(m.ConfirmDuration)

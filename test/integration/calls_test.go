@@ -185,7 +185,7 @@ func TestInQueuePassThrough(t *testing.T) {
 			`{"id":99,"type":"result","method":"m","payload":{"n":12345678901234567890.50}}`},
 		{`{ "type" : "event" , "event":"e\u00e9", "token" : "` + token + `" , "payload" : [ 1 , 2 ] }`,
 			`{ "type" : "event" , "event":"e\u00e9" , "payload" : [ 1 , 2 ] }`},
-		{`{"token":"` + token + `","custom":{"deep":{"x":null}}}`, `{"custom":{"deep":{"x":null}}}`},
+		{`{"token":"` + token + `","custom":{"deep":{"x":null}},"type":"event"}`, `{"custom":{"deep":{"x":null}},"type":"event"}`},
 	} {
 		h.Publish(t, "exchange-in-"+n.ID, "", amqp.Publishing{Body: []byte(tc.in)})
 		for i, c := range []*h.Client{a, b} {
@@ -261,7 +261,7 @@ func TestMalformedBackendMessages(t *testing.T) {
 	c := h.Dial(t, n, token)
 	deep := strings.Repeat(`{"a":`, 100000) + "1" + strings.Repeat("}", 100000)
 	huge := `{"token":"` + token + `","type":"event","payload":"` + strings.Repeat("y", 900<<10) + `"}`
-	for _, body := range []string{"not json", "[1,2,3]", `"str"`, `{"type":"event"}`, `{"token":5}`, `{"token":""}`, deep, `{"token":"x"` + strings.Repeat(",", 10)} {
+	for _, body := range []string{"not json", "[1,2,3]", `"str"`, `{"type":"event"}`, `{"type":"event","token":5}`, `{"type":"result","token":""}`, deep, `{"token":"x"` + strings.Repeat(",", 10)} {
 		h.Publish(t, "exchange-in-"+n.ID, "", amqp.Publishing{Body: []byte(body)})
 	}
 	h.Publish(t, "exchange-in-"+n.ID, "", amqp.Publishing{Body: []byte(huge)})
