@@ -6,6 +6,7 @@
 package route
 
 import (
+	"strconv"
 	"strings"
 	"time"
 )
@@ -20,6 +21,8 @@ type Route struct {
 	// Name identifies the route in logs and spans: "routes[2] billing.*"
 	// (its position in the file, from 0, and its match) or "default".
 	Name string
+	// Index is the route's position in [[routes]], from 0; -1 for the default route.
+	Index int
 	// Match is the pattern as written; "" for the default route.
 	Match string
 	// Exchange is where calls are published; "" is the default exchange
@@ -48,6 +51,15 @@ type Route struct {
 	IsDefault bool
 
 	key keyTemplate
+}
+
+// String names the route as errors do: routes[2] (match "billing.*"), or
+// "the default route".
+func (r *Route) String() string {
+	if r.IsDefault {
+		return "the default route"
+	}
+	return "routes[" + strconv.Itoa(r.Index) + "] (match " + strconv.Quote(r.Match) + ")"
 }
 
 // RoutingKey returns the routing key of a call of method on this route,

@@ -74,6 +74,7 @@ func Compile(routes []config.Route, d Default) (*Table, error) {
 		}
 		r := &Route{
 			Name:            "routes[" + strconv.Itoa(i) + "] " + cr.Match,
+			Index:           i,
 			Match:           cr.Match,
 			Exchange:        cr.Exchange,
 			Declare:         cr.Declare,
@@ -177,6 +178,7 @@ func typeOr(kind string) string {
 func newDefault(d Default) *Route {
 	return &Route{
 		Name:       "default",
+		Index:      -1,
 		Exchange:   d.Exchange,
 		Durable:    true,
 		Timeout:    d.Timeout,

@@ -24,3 +24,8 @@ var (
 	// ErrStopped is the readiness reason once the router was stopped.
 	ErrStopped = errors.New("routing: stopped")
 )
+
+// ErrExchangeMissing means the exchange of a route with declare = false
+// does not exist on the broker. Like ErrTopologyConflict it is fatal
+// before the node was ever ready; later the node is not ready until it exists.
+var ErrExchangeMissing = errors.New("routing: a route's exchange does not exist")
