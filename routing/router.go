@@ -54,13 +54,13 @@ type Options struct {
 // run it with Run; Call and Ready may be used from any goroutine at any time.
 type Router struct {
 	// Set at construction.
-	url                              string
-	nodeID                           string
-	topo                             Topology
-	prefetch                         int
-	heartbeat                        time.Duration
-	confirmTimeout                   time.Duration
-	reconnectMin                     time.Duration
+	url                string
+	nodeID             string
+	topo               Topology
+	prefetch           int
+	heartbeat          time.Duration
+	confirmTimeout     time.Duration
+	reconnectMin       time.Duration
 	reconnectMax       time.Duration
 	routes             *route.Holder
 	hub                Hub
