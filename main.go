@@ -55,7 +55,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "piped:", err)
 		return 2
 	}
-	log, err := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
+	log, level, err := telemetry.NewLeveledLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "piped:", err)
 		return 2
@@ -68,12 +68,13 @@ func run() int {
 			}
 			return c, err
 		},
-		Running: cfg,
-		Signals: hup,
-		Log:     log,
+		Running:  cfg,
+		Signals:  hup,
+		LogLevel: level,
+		Log:      log,
 	}
 	if cfg.Reload.Watch {
-		reloader.WatchFile = reload.FileOf(args, environ)
+		reloader.WatchFile, _ = config.File(args, environ) // Load parsed the same args
 	}
 	if err := serve(cfg, route.NewHolder(routes), reloader, log); err != nil {
 		log.Error("piped stopped", "error", err)

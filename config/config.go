@@ -244,6 +244,6 @@ func Defaults() Config {
 		Telemetry: Telemetry{ServiceName: "piped", Protocol: "grpc", SampleRatio: 1},
 		Routing:   Routing{DefaultRoute: true},
 		Lifecycle: Lifecycle{AuthorizeTimeout: 5 * time.Second, AuthorizeFailure: "deny"},
-		Auth:      Auth{Mode: "none", JWKSRefresh: 5 * time.Minute, Leeway: 5 * time.Second},
+		Auth:      Auth{Mode: "none", JWTPublicKeys: []string{}, JWKSRefresh: 5 * time.Minute, Leeway: 5 * time.Second},
 	}
 }

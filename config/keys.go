@@ -17,6 +17,9 @@ const envConfig = envPrefix + "CONFIG"
 // are redacted by Redacted and never echoed in errors.
 func isSecret(key string) bool { return key == "amqp.url" || key == "auth.jwt_secret" }
 
+// routesKey is the key of the route list, [[routes]] in TOML.
+const routesKey = "routes"
+
 // isDuration reports whether t is time.Duration, which is read from strings
 // such as "30s" rather than from integers.
 func isDuration(t reflect.Type) bool { return t == reflect.TypeFor[time.Duration]() }
@@ -53,8 +56,10 @@ func envKey(name string) string {
 	return section + "." + key
 }
 
-// fields lists every key of Config in declaration order. Config is two
-// levels deep: sections (structs) holding leaves of the supported types. It
+// fields lists every scalar key of Config (the keys the environment can
+// set) in declaration order; lists of tables such as [[routes]] are not
+// among them (see routeFields). Sections are structs holding leaves of the
+// supported types. It
 // panics on a field without a koanf tag or of a type Load cannot parse,
 // which is a programming error caught by the tests.
 func fields() []field {
@@ -63,7 +68,7 @@ func fields() []field {
 	for i := range ct.NumField() {
 		sf := ct.Field(i)
 		section := sf.Tag.Get("koanf")
-		if sf.Type.Kind() == reflect.Slice {
+		if sf.Type.Kind() == reflect.Slice && sf.Type.Elem().Kind() == reflect.Struct {
 			continue // [[routes]]: not a flat key; loaded from the file only
 		}
 		if section == "" || sf.Type.Kind() != reflect.Struct || strings.Contains(section, "_") {
@@ -90,7 +95,56 @@ func fields() []field {
 	return out
 }
 
-// supported reports whether convert can produce a value of type t.
+// fieldsByKey indexes fs by key.
+func fieldsByKey(fs []field) map[string]field {
+	m := make(map[string]field, len(fs))
+	for _, f := range fs {
+		m[f.key] = f
+	}
+	return m
+}
+
+// isEnvKey reports whether key is one the environment can set.
+func isEnvKey(key string) bool {
+	_, ok := fieldsByKey(fields())[key]
+	return ok
+}
+
+// routeFields lists the keys of one route ("match", "exchange", …) in
+// declaration order.
+func routeFields() []string {
+	rt := reflect.TypeFor[Route]()
+	out := make([]string, 0, rt.NumField())
+	for i := range rt.NumField() {
+		out = append(out, rt.Field(i).Tag.Get("koanf"))
+	}
+	return out
+}
+
+// fieldByTag returns the field of struct type t whose koanf tag is name.
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		if sf := t.Field(i); sf.Tag.Get("koanf") == name {
+			return sf, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// suggestTag returns the koanf tag of struct type t within two edits of
+// name, or "".
+func suggestTag(name string, t reflect.Type) string {
+	best, bestDist := "", 3
+	for i := range t.NumField() {
+		tag := t.Field(i).Tag.Get("koanf")
+		if d := editDistance(name, tag); d < bestDist {
+			best, bestDist = tag, d
+		}
+	}
+	return best
+}
+
+// supported reports whether parseText and fileProblem handle type t.
 func supported(t reflect.Type) bool {
 	switch t.Kind() {
 	case reflect.String, reflect.Bool, reflect.Float32, reflect.Float64,

@@ -5,18 +5,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"os"
-	"reflect"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-viper/mapstructure/v2"
-	"github.com/knadh/koanf/maps"
 	"github.com/knadh/koanf/parsers/toml/v2"
-	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/providers/structs"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 )
@@ -24,6 +22,10 @@ import (
 // defaultFile is read when neither --config nor PIPED_CONFIG is given and it
 // exists, relative to the working directory.
 const defaultFile = "piped.toml"
+
+// jwtTokenMaxLength is ws.token_max_length in jwt mode when the user did not
+// set it: real JWTs are longer than session ids.
+const jwtTokenMaxLength = 4096
 
 // The command-line flags.
 const (
@@ -62,21 +64,21 @@ func flagKey(name string) string {
 // Environment variables are PIPED_<SECTION>_<KEY> for the key section.key
 // (PIPED_WS_MAX_MESSAGE_BYTES sets ws.max_message_bytes); an unknown PIPED_*
 // variable is an error, except those Kubernetes defines for a Service whose
-// name starts with "piped" (PIPED_SERVICE_HOST, PIPED_PORT=tcp://…). Only the
-// flags actually given override the lower sources.
+// name starts with "piped" (PIPED_SERVICE_HOST, PIPED_PORT=tcp://…). Lists of
+// tables ([[routes]]) come from the file only. Only the flags actually given
+// override the lower sources.
 //
-// Unknown keys and values of the wrong type are errors naming the key and
-// where it was set. Load does not call Validate.
+// Each source is loaded by its koanf provider and then checked: unknown keys
+// and values of the wrong type are errors naming the key and where it was
+// set. The merged sources are decoded into a Config with mapstructure
+// decoder hooks; then each route gets its defaults (routing_key "{method}",
+// durable true, type "topic" when declared) and, in jwt mode,
+// ws.token_max_length becomes 4096 unless a source set it. Load does not
+// call Validate.
 //
 // When -h or --help is given, Load prints the usage text to usage (os.Stderr
 // if nil) and returns ErrHelp.
 func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
-	all := fields()
-	byKey := make(map[string]field, len(all))
-	for _, f := range all {
-		byKey[f.key] = f
-	}
-
 	flags := newFlagSet(usage)
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) { // -h or --help
@@ -93,20 +95,20 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 	}
 
 	var errs []error
-	envLayer, envFile, err := readEnv(environ, all, byKey)
+	envK, envVars, envFile, err := loadEnv(environ)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	flagLayer, err := readFlags(flags, byKey)
+	flagK, err := loadFlags(flags)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	fileLayer := map[string]any{}
+	fileK := koanf.New(".")
 	path, origin, err := configFile(flags, envFile)
 	if err != nil {
 		errs = append(errs, err)
 	} else if path != "" {
-		if fileLayer, err = readFile(path, origin, all, byKey); err != nil {
+		if fileK, err = loadFile(path, origin); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -114,27 +116,53 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 
-	defaults := Defaults()
-	defaultLayer := make(map[string]any, len(all))
-	for _, f := range all {
-		defaultLayer[f.key] = f.value(&defaults)
+	// The checks after loading: what koanf read must fit Config, or the
+	// error says which key of which source is wrong.
+	errs = append(errs, checkFile(fileK.Raw(), path)...)
+	errs = append(errs, checkEnv(envVars)...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 
-	// Every layer is flat and already holds values of the field types, so
-	// the decoder needs no hooks; ErrorUnused and ErrorUnset only guard
-	// against this file and the Config struct disagreeing.
-	k := koanf.New(".")
-	for _, layer := range []map[string]any{defaultLayer, fileLayer, envLayer, flagLayer} {
-		if err := k.Load(confmap.Provider(layer, "."), nil); err != nil {
+	// user holds what the sources set, without the defaults, so that
+	// Exists tells a key the user set from one left at its default.
+	user := koanf.New(".")
+	for _, layer := range []*koanf.Koanf{fileK, envK, flagK} {
+		if err := user.Merge(layer); err != nil {
 			return nil, fmt.Errorf("config: merging sources: %w", err)
 		}
 	}
+	k := koanf.New(".")
+	if err := k.Load(structs.Provider(Defaults(), "koanf"), nil); err != nil {
+		return nil, fmt.Errorf("config: loading the defaults: %w", err)
+	}
+	if err := k.Merge(user); err != nil {
+		return nil, fmt.Errorf("config: merging sources: %w", err)
+	}
+
 	var c Config
 	err = k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{
-		DecoderConfig: &mapstructure.DecoderConfig{TagName: "koanf", ErrorUnused: true, ErrorUnset: false},
+		DecoderConfig: &mapstructure.DecoderConfig{
+			TagName:     "koanf",
+			ErrorUnused: true, // the checks above refuse unknown keys; this guards against them and Config disagreeing
+			DecodeHook: mapstructure.ComposeDecodeHookFunc(
+				textDurationHook(),
+				textListHook(),
+				textScalarHook(),
+			),
+		},
 	})
 	if err != nil {
+		// Not reached when the checks pass; the message names no value.
 		return nil, fmt.Errorf("config: decoding the merged configuration: %w", err)
+	}
+
+	if len(c.Routes) == 0 {
+		c.Routes = nil // no [[routes]], however the sources spelled "none"
+	}
+	applyRouteDefaults(c.Routes, fileK)
+	if c.Auth.Mode == "jwt" && !user.Exists("ws.token_max_length") {
+		c.WS.TokenMaxLength = jwtTokenMaxLength
 	}
 	if c.Node.ID == "" {
 		// On Fly.io every machine has a unique, stable id: use it unless
@@ -144,14 +172,36 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 	return &c, nil
 }
 
-// lookupEnv returns the value of name in environ, or "".
-func lookupEnv(environ []string, name string) string {
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, name+"="); ok {
-			return v
+// applyRouteDefaults gives each route the defaults of the keys its table in
+// the file left out: routing_key "{method}", durable true, and type "topic"
+// when it declares its exchange without a type. An explicit routing_key = ""
+// stays empty.
+func applyRouteDefaults(routes []Route, fileK *koanf.Koanf) {
+	raw, _ := fileK.Get("routes").([]any)
+	for i := range routes {
+		tbl, _ := raw[i].(map[string]any) // checkFile made them tables
+		r := &routes[i]
+		if _, ok := tbl["routing_key"]; !ok {
+			r.RoutingKey = "{method}"
+		}
+		if _, ok := tbl["durable"]; !ok {
+			r.Durable = true
+		}
+		if r.Declare && r.Type == "" {
+			r.Type = "topic"
 		}
 	}
-	return ""
+}
+
+// lookupEnv returns the value of name in environ, or "".
+func lookupEnv(environ []string, name string) string {
+	v := ""
+	for _, kv := range environ {
+		if s, ok := strings.CutPrefix(kv, name+"="); ok {
+			v = s // the later one wins, as for every variable
+		}
+	}
+	return v
 }
 
 // suggestFlag returns the name of the flag that an unknown flag in err was
@@ -205,34 +255,30 @@ func newFlagSet(usage io.Writer) *pflag.FlagSet {
 		fmt.Fprint(w, "Usage: piped [flags]\n\nPiped is a WebSocket to RabbitMQ gateway.\n\nFlags:\n")
 		fmt.Fprint(w, set.FlagUsages())
 		fmt.Fprint(w, "\nEvery setting can also be given in the TOML file or as a PIPED_<SECTION>_<KEY>\n"+
-			"environment variable (PIPED_AMQP_URL sets amqp.url). Flags win over the\n"+
-			"environment, which wins over the file. See docs/config.md.\n")
+			"environment variable (PIPED_AMQP_URL sets amqp.url); [[routes]] only in the file.\n"+
+			"Flags win over the environment, which wins over the file. See docs/config.md.\n")
 	}
 	return set
 }
 
-// readFlags returns the keys set by the flags given on the command line.
-func readFlags(flags *pflag.FlagSet, byKey map[string]field) (map[string]any, error) {
-	var errs []error
+// loadFlags loads the flags given on the command line with koanf's posflag
+// provider: with no koanf instance to consult, it takes only the flags that
+// were given, under the keys they set (--nodeId and --node-id both set
+// node.id, so they must agree).
+func loadFlags(flags *pflag.FlagSet) (*koanf.Koanf, error) {
 	a, b := flags.Lookup(flagNodeIDOrig), flags.Lookup(flagNodeID)
 	if a.Changed && b.Changed && a.Value.String() != b.Value.String() {
-		errs = append(errs, fmt.Errorf("config: --%s %q and --%s %q disagree; give only one",
-			flagNodeIDOrig, a.Value.String(), flagNodeID, b.Value.String()))
+		return nil, fmt.Errorf("config: --%s %q and --%s %q disagree; give only one",
+			flagNodeIDOrig, a.Value.String(), flagNodeID, b.Value.String())
 	}
-	layer := map[string]any{}
-	flags.Visit(func(fl *pflag.Flag) {
-		key := flagKey(fl.Name)
-		if key == "" {
-			return
-		}
-		v, problem := convert(fl.Value.String(), byKey[key].typ, true, isSecret(key))
-		if problem != "" {
-			errs = append(errs, keyError(key, problem, "from --"+fl.Name))
-			return
-		}
-		layer[key] = v
+	k := koanf.New(".")
+	p := posflag.ProviderWithFlag(flags, ".", nil, func(f *pflag.Flag) (string, any) {
+		return flagKey(f.Name), posflag.FlagVal(flags, f)
 	})
-	return layer, errors.Join(errs...)
+	if err := k.Load(p, nil); err != nil {
+		return nil, fmt.Errorf("config: reading flags: %w", err)
+	}
+	return k, nil
 }
 
 // envFile is what PIPED_CONFIG says about the configuration file.
@@ -241,44 +287,44 @@ type envFile struct {
 	set  bool
 }
 
-// readEnv returns the keys set by PIPED_* variables in environ, and
-// PIPED_CONFIG. When a variable appears twice, the later one wins.
-func readEnv(environ []string, all []field, byKey map[string]field) (map[string]any, envFile, error) {
+// envVar is one PIPED_* variable and the key its name maps to.
+type envVar struct{ name, key, value string }
+
+// loadEnv loads the PIPED_* variables of environ with koanf's env provider,
+// each under the key its name maps to, as the strings they are (checkEnv
+// checks them, the decoder hooks convert them). It returns every variable
+// read, in order, and what PIPED_CONFIG says. Variables that set no key are
+// left out of the koanf instance (checkEnv reports them), as are Kubernetes
+// service links. When a variable appears twice, the later one wins.
+func loadEnv(environ []string) (*koanf.Koanf, []envVar, envFile, error) {
 	var (
-		errs  []error
-		file  envFile
-		layer = map[string]any{}
+		file envFile
+		vars []envVar
 	)
-	for _, kv := range environ {
-		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, envPrefix) {
-			continue
-		}
-		if name == envConfig {
-			file = envFile{path: value, set: true}
-			continue
-		}
-		key := envKey(name)
-		f, ok := byKey[key]
-		if !ok {
-			if kubernetesServiceLink(name, value) {
-				continue
+	k := koanf.New(".")
+	p := env.Provider(".", env.Opt{
+		Prefix:      envPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, value string) (string, any) {
+			switch {
+			case name == envConfig:
+				file = envFile{path: value, set: true}
+				return "", nil
+			case kubernetesServiceLink(name, value) && !isEnvKey(envKey(name)):
+				return "", nil
 			}
-			msg := fmt.Sprintf("config: unknown environment variable %s (it would set key %q)", name, key)
-			if s := suggest(key, all); s != "" {
-				msg += fmt.Sprintf("; did you mean %s?", envName(s))
+			key := envKey(name)
+			vars = append(vars, envVar{name: name, key: key, value: value})
+			if !isEnvKey(key) {
+				return "", nil
 			}
-			errs = append(errs, errors.New(msg))
-			continue
-		}
-		v, problem := convert(value, f.typ, true, isSecret(key))
-		if problem != "" {
-			errs = append(errs, keyError(key, problem, "from "+name))
-			continue
-		}
-		layer[key] = v
+			return key, value
+		},
+	})
+	if err := k.Load(p, nil); err != nil {
+		return nil, nil, file, fmt.Errorf("config: reading the environment: %w", err)
 	}
-	return layer, file, errors.Join(errs...)
+	return k, vars, file, nil
 }
 
 // kubernetesServiceLink reports whether an environment variable is one that
@@ -322,6 +368,28 @@ func isDigits(s string) bool {
 	return true
 }
 
+// File returns the configuration file Load reads for these args and
+// environ, as Load names it (relative paths stay relative to the working
+// directory), or "" when it reads none. A reload's file watch uses it. The
+// args must parse, as for Load; -h yields ErrHelp.
+func File(args, environ []string) (string, error) {
+	flags := newFlagSet(io.Discard)
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return "", ErrHelp
+		}
+		return "", fmt.Errorf("config: %w (see --help)", err)
+	}
+	var env envFile
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, envConfig+"="); ok {
+			env = envFile{path: v, set: true}
+		}
+	}
+	path, _, err := configFile(flags, env)
+	return path, err
+}
+
 // configFile returns the configuration file to read and which source named
 // it ("" for the implicit ./piped.toml), or "" when there is none.
 func configFile(flags *pflag.FlagSet, env envFile) (path, origin string, err error) {
@@ -341,13 +409,18 @@ func configFile(flags *pflag.FlagSet, env envFile) (path, origin string, err err
 	}
 }
 
-// readFile returns the keys set by the TOML file at path.
-func readFile(path, origin string, all []field, byKey map[string]field) (map[string]any, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+// loadFile loads the TOML file at path with koanf's file provider and TOML
+// parser.
+func loadFile(path, origin string) (*koanf.Koanf, error) {
+	k := koanf.New(".")
+	err := k.Load(file.Provider(path), toml.Parser())
+	if err == nil {
+		return k, nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) || errors.Is(err, fs.ErrNotExist) {
 		// The path error would repeat the path; keep only its reason.
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
+		if pe != nil {
 			err = pe.Err
 		}
 		from := ""
@@ -356,221 +429,12 @@ func readFile(path, origin string, all []field, byKey map[string]field) (map[str
 		}
 		return nil, fmt.Errorf("config: reading %s%s: %w", path, from, err)
 	}
-	raw, err := toml.Parser().Unmarshal(b)
-	if err != nil {
-		// Only the short message and the position: the human-readable form
-		// of a go-toml error quotes the line, which may hold a password.
-		var pe interface{ Position() (row, column int) }
-		if errors.As(err, &pe) {
-			row, col := pe.Position()
-			return nil, fmt.Errorf("config: %s:%d:%d: %w", path, row, col, err)
-		}
-		return nil, fmt.Errorf("config: %s: %w", path, err)
+	// Only the short message and the position: the human-readable form of a
+	// go-toml error quotes the line, which may hold a password.
+	var pos interface{ Position() (row, column int) }
+	if errors.As(err, &pos) {
+		row, col := pos.Position()
+		return nil, fmt.Errorf("config: %s:%d:%d: %w", path, row, col, err)
 	}
-
-	flat, _ := maps.Flatten(raw, nil, ".")
-	keys := make([]string, 0, len(flat))
-	for key := range flat {
-		keys = append(keys, key)
-	}
-	slices.Sort(keys)
-
-	sectionNames := sections(all)
-	var errs []error
-	layer := map[string]any{}
-	for _, key := range keys {
-		v := flat[key]
-		f, ok := byKey[key]
-		if !ok {
-			if slices.Contains(sectionNames, key) {
-				if tbl, isTable := v.(map[string]any); isTable && len(tbl) == 0 {
-					continue // an empty [section]
-				}
-				// The value is not shown: it may be a misplaced amqp.url.
-				errs = append(errs, fmt.Errorf("config: %s must be a table ([%s]), got %s in %s", key, key, describe(v, true), path))
-				continue
-			}
-			msg := fmt.Sprintf("config: unknown key %q in %s", key, path)
-			if s := suggest(key, all); s != "" {
-				msg += fmt.Sprintf("; did you mean %q?", s)
-			}
-			errs = append(errs, errors.New(msg))
-			continue
-		}
-		val, problem := convert(v, f.typ, false, isSecret(key))
-		if problem != "" {
-			errs = append(errs, keyError(key, problem, "in "+path))
-			continue
-		}
-		layer[key] = val
-	}
-	return layer, errors.Join(errs...)
-}
-
-// keyError reports a value that cannot be used for key.
-func keyError(key, problem, where string) error {
-	return fmt.Errorf("config: %s: %s (%s)", key, problem, where)
-}
-
-const durationHint = `use a Go duration such as "30s", "250ms" or "1h30m"`
-
-// convert returns raw as a value of type t, or else a description of what is
-// wrong with it. Text values (environment, flags) are strings parsed as t
-// needs; lists are comma-separated. TOML values must already have a
-// matching type: integers for integers, strings for strings and durations,
-// numbers for floats, arrays of strings for lists. Values of secret keys are
-// never echoed.
-func convert(raw any, t reflect.Type, text, secret bool) (any, string) {
-	var v any
-	if text {
-		s := raw.(string)
-		switch k := t.Kind(); {
-		case k == reflect.String:
-			v = s
-		case k == reflect.Slice:
-			v = splitList(s)
-		case isDuration(t):
-			d, err := time.ParseDuration(strings.TrimSpace(s))
-			if err != nil {
-				return nil, fmt.Sprintf("invalid duration %s; %s", quote(s, secret), durationHint)
-			}
-			v = d
-		case k == reflect.Bool:
-			b, err := strconv.ParseBool(strings.TrimSpace(s))
-			if err != nil {
-				return nil, fmt.Sprintf("invalid boolean %s; use true or false", quote(s, secret))
-			}
-			v = b
-		case k >= reflect.Int && k <= reflect.Int64:
-			n, err := strconv.ParseInt(strings.TrimSpace(s), 10, t.Bits())
-			if errors.Is(err, strconv.ErrRange) {
-				return nil, fmt.Sprintf("integer %s is out of range", quote(s, secret))
-			} else if err != nil {
-				return nil, fmt.Sprintf("invalid integer %s", quote(s, secret))
-			}
-			v = n
-		case k == reflect.Float32 || k == reflect.Float64:
-			x, err := strconv.ParseFloat(strings.TrimSpace(s), t.Bits())
-			if err != nil || math.IsInf(x, 0) || math.IsNaN(x) {
-				return nil, fmt.Sprintf("invalid number %s", quote(s, secret))
-			}
-			v = x
-		}
-	} else {
-		wrong := func(want string) (any, string) {
-			return nil, fmt.Sprintf("expected %s, got %s", want, describe(raw, secret))
-		}
-		switch k := t.Kind(); {
-		case isDuration(t):
-			s, ok := raw.(string)
-			if !ok {
-				return wrong(`a duration string such as "30s"`)
-			}
-			d, err := time.ParseDuration(s)
-			if err != nil {
-				return nil, fmt.Sprintf("invalid duration %s; %s", quote(s, secret), durationHint)
-			}
-			v = d
-		case k == reflect.String:
-			s, ok := raw.(string)
-			if !ok {
-				if _, isInt := raw.(int64); isInt && !secret {
-					return wrong(fmt.Sprintf("a string (quote it: \"%v\")", raw))
-				}
-				return wrong("a string")
-			}
-			v = s
-		case k == reflect.Bool:
-			b, ok := raw.(bool)
-			if !ok {
-				return wrong("true or false")
-			}
-			v = b
-		case k >= reflect.Int && k <= reflect.Int64:
-			n, ok := raw.(int64)
-			if !ok {
-				return wrong("an integer")
-			}
-			if reflect.New(t).Elem().OverflowInt(n) {
-				return nil, fmt.Sprintf("integer %d is out of range", n)
-			}
-			v = n
-		case k == reflect.Float32 || k == reflect.Float64:
-			switch x := raw.(type) {
-			case float64:
-				if math.IsInf(x, 0) || math.IsNaN(x) {
-					return nil, fmt.Sprintf("expected a finite number, got %v", x)
-				}
-				v = x
-			case int64:
-				v = float64(x)
-			default:
-				return wrong("a number")
-			}
-		case k == reflect.Slice:
-			list, ok := raw.([]any)
-			if !ok {
-				return wrong(`an array of strings such as ["a", "b"]`)
-			}
-			out := make([]string, len(list))
-			for i, e := range list {
-				s, ok := e.(string)
-				if !ok {
-					return nil, fmt.Sprintf("element %d: expected a string, got %s", i, describe(e, secret))
-				}
-				out[i] = s
-			}
-			v = out
-		}
-	}
-	return reflect.ValueOf(v).Convert(t).Interface(), ""
-}
-
-// splitList splits a comma-separated list, trimming spaces and dropping
-// empty elements: "a, b," is [a b] and "" is empty.
-func splitList(s string) []string {
-	out := []string{}
-	for e := range strings.SplitSeq(s, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// quote quotes a value for an error message, shortened, or hides it.
-func quote(s string, secret bool) string {
-	if secret {
-		return "(value hidden)"
-	}
-	const maxLen = 64
-	if len(s) > maxLen {
-		return strconv.Quote(s[:maxLen]) + "…"
-	}
-	return strconv.Quote(s)
-}
-
-// describe names the type of a TOML value, with the value unless secret.
-func describe(v any, secret bool) string {
-	var article, kind, val string
-	switch x := v.(type) {
-	case string:
-		article, kind, val = "a", "string", quote(x, false)
-	case int64:
-		article, kind, val = "an", "integer", strconv.FormatInt(x, 10)
-	case float64:
-		article, kind, val = "a", "float", strconv.FormatFloat(x, 'g', -1, 64)
-	case bool:
-		article, kind, val = "a", "boolean", strconv.FormatBool(x)
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "a table"
-	default:
-		return "a date/time"
-	}
-	if secret {
-		return article + " " + kind
-	}
-	return kind + " " + val
+	return nil, fmt.Errorf("config: %s: %w", path, err)
 }

@@ -2,15 +2,22 @@ package config
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -384,6 +391,149 @@ sample_ratio = 0.25
 			args: []string{"--port", "http"},
 			errs: []string{"config:", `"http"`, "--port"},
 		},
+		{
+			name: "the issue's [[routes]] example",
+			files: map[string]string{"piped.toml": `
+[[routes]]
+match = "billing.*"
+exchange = "billing"
+routing_key = "{method}"
+declare = true
+type = "topic"
+timeout = "5s"
+`},
+			want: with(func(c *Config) {
+				c.Routes = []Route{{Match: "billing.*", Exchange: "billing", RoutingKey: "{method}", Declare: true, Type: "topic", Durable: true, Timeout: 5 * time.Second}}
+			}),
+		},
+		{
+			name: "routes keep their order and get their defaults",
+			files: map[string]string{"piped.toml": `
+[[routes]]
+match = "billing.pay"
+exchange = "pay"
+rate = 2.5
+burst = 3
+max_payload_bytes = 4096
+
+[[routes]]
+match = "billing.*"
+exchange = "billing"
+declare = true
+durable = false
+
+[[routes]]
+match = "$connect"
+exchange = "presence"
+routing_key = ""
+type = "fanout"
+`},
+			want: with(func(c *Config) {
+				c.Routes = []Route{
+					{Match: "billing.pay", Exchange: "pay", RoutingKey: "{method}", Durable: true, Rate: 2.5, Burst: 3, MaxPayloadBytes: 4096},
+					{Match: "billing.*", Exchange: "billing", RoutingKey: "{method}", Declare: true, Type: "topic", Durable: false},
+					{Match: "$connect", Exchange: "presence", RoutingKey: "", Type: "fanout", Durable: true},
+				}
+			}),
+		},
+		{
+			name:  "unknown key in a route names the route",
+			files: map[string]string{"piped.toml": "[[routes]]\nmatch = \"a\"\n[[routes]]\nmatch = \"b\"\nexchnage = \"x\"\n"},
+			errs:  []string{"config: routes[1].exchnage: unknown key (did you mean routes[1].exchange?) (in piped.toml)"},
+		},
+		{
+			name:  "unknown key in a route nothing like any",
+			files: map[string]string{"piped.toml": "[[routes]]\nmatch = \"a\"\nfrobnicate = 1\n"},
+			errs:  []string{"config: routes[0].frobnicate: unknown key (in piped.toml)"},
+			not:   []string{"did you mean"},
+		},
+		{
+			name:  "wrong type in a route names the route and key",
+			files: map[string]string{"piped.toml": "[[routes]]\nmatch = \"a\"\ntimeout = 5\n"},
+			errs:  []string{`config: routes[0].timeout: expected a duration string such as "30s", got integer 5 (in piped.toml)`},
+		},
+		{
+			name:  "routes that are not a list of tables",
+			files: map[string]string{"piped.toml": "routes = \"billing.*\"\n"},
+			errs:  []string{"config: routes: expected a list of tables ([[routes]]), got a string (in piped.toml)"},
+		},
+		{
+			name:  "a route that is not a table",
+			files: map[string]string{"piped.toml": "routes = [1]\n"},
+			errs:  []string{"config: routes[0]: expected a table, got an integer (in piped.toml)"},
+		},
+		{
+			name:  "a route key misplaced in a section",
+			files: map[string]string{"piped.toml": "[routing]\nmatch = \"a\"\n"},
+			errs:  []string{`unknown key "routing.match" in piped.toml`},
+		},
+		{
+			name: "routes cannot come from the environment",
+			env:  []string{"PIPED_ROUTES=billing.*"},
+			errs: []string{"config: PIPED_ROUTES cannot be set from the environment: [[routes]] come from the configuration file only"},
+		},
+		{
+			name: "the new sections from the environment",
+			env: []string{
+				"PIPED_ROUTING_DEFAULT_ROUTE=false", "PIPED_LIFECYCLE_CONNECT=true", "PIPED_LIFECYCLE_AUTHORIZE_TIMEOUT=2s",
+				"PIPED_LIFECYCLE_AUTHORIZE_FAILURE=allow", "PIPED_LIFECYCLE_REFRESH_INTERVAL=1m",
+				"PIPED_AUTH_JWKS_URL=https://auth.example/jwks.json", "PIPED_AUTH_JWT_PUBLIC_KEYS=a, b",
+				"PIPED_AUTH_LEEWAY=0s", "PIPED_RELOAD_WATCH=1",
+			},
+			want: with(func(c *Config) {
+				c.Routing.DefaultRoute = false
+				c.Lifecycle.Connect = true
+				c.Lifecycle.AuthorizeTimeout = 2 * time.Second
+				c.Lifecycle.AuthorizeFailure = "allow"
+				c.Lifecycle.RefreshInterval = time.Minute
+				c.Auth.JWKSURL = "https://auth.example/jwks.json"
+				c.Auth.JWTPublicKeys = []string{"a", "b"}
+				c.Auth.Leeway = 0
+				c.Reload.Watch = true
+			}),
+		},
+		{
+			name: "environment integers are decimal and may have spaces",
+			env:  []string{"PIPED_HTTP_PORT= 010 "},
+			want: with(func(c *Config) { c.HTTP.Port = 10 }),
+		},
+		{
+			name: "jwt mode raises ws.token_max_length",
+			env:  []string{"PIPED_AUTH_MODE=jwt"},
+			want: with(func(c *Config) { c.Auth.Mode = "jwt"; c.WS.TokenMaxLength = 4096 }),
+		},
+		{
+			name: "jwt mode keeps a ws.token_max_length from the environment",
+			env:  []string{"PIPED_AUTH_MODE=jwt", "PIPED_WS_TOKEN_MAX_LENGTH=2000"},
+			want: with(func(c *Config) { c.Auth.Mode = "jwt"; c.WS.TokenMaxLength = 2000 }),
+		},
+		{
+			name:  "jwt mode keeps a ws.token_max_length the file sets to its default",
+			files: map[string]string{"piped.toml": "[auth]\nmode = \"jwt\"\n[ws]\ntoken_max_length = 256\n"},
+			want:  with(func(c *Config) { c.Auth.Mode = "jwt"; c.WS.TokenMaxLength = 256 }),
+		},
+		{
+			name:  "non-string auth.jwt_secret is not echoed",
+			files: map[string]string{"piped.toml": "[auth]\njwt_secret = 987654321\n"},
+			errs:  []string{"auth.jwt_secret: expected a string, got an integer"},
+			not:   []string{"987654321"},
+		},
+		{
+			name: "a variable that names a section",
+			env:  []string{"PIPED_WS=1", "PIPED_WS_MAX_INFLIGHT=2"},
+			errs: []string{`config: unknown environment variable PIPED_WS (it would set key "ws")`},
+			not:  []string{"MAX_INFLIGHT"},
+		},
+		{
+			name: "PIPED_ alone",
+			env:  []string{"PIPED_=1"},
+			errs: []string{`config: unknown environment variable PIPED_ (it would set key "")`},
+		},
+		{
+			name: "invalid boolean from the environment",
+			env:  []string{"PIPED_RELOAD_WATCH=yes"},
+			errs: []string{`config: reload.watch: invalid boolean "yes"; use true or false (from PIPED_RELOAD_WATCH)`},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -455,6 +605,32 @@ func TestLoadHelp(t *testing.T) {
 		t.Errorf("ErrHelp = %q", ErrHelp)
 	}
 }
+
+// routeIndex matches the index of a route key, "routes[12]".
+var routeIndex = regexp.MustCompile(`^routes\[\d+\]`)
+
+// routes returns a Validate case's change: set these routes.
+func routes(rs ...Route) func(c *Config) {
+	return func(c *Config) { c.Routes = rs }
+}
+
+// testPublicKey and testPrivateKey are a PEM ECDSA P-256 key pair.
+var testPublicKey, testPrivateKey = func() (string, string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		panic(err)
+	}
+	priv, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: priv}))
+}()
 
 // valid is a configuration that passes Validate.
 func valid() Config {
@@ -537,6 +713,49 @@ func TestValidate(t *testing.T) {
 		{"telemetry.protocol", "telemetry.protocol", func(c *Config) { c.Telemetry.Protocol = "http" }, "http/protobuf"},
 		{"telemetry.sample_ratio above 1", "telemetry.sample_ratio", func(c *Config) { c.Telemetry.SampleRatio = 1.5 }, ""},
 		{"telemetry.sample_ratio negative", "telemetry.sample_ratio", func(c *Config) { c.Telemetry.SampleRatio = -0.1 }, ""},
+		{"lifecycle.authorize_timeout zero", "lifecycle.authorize_timeout", func(c *Config) { c.Lifecycle.AuthorizeTimeout = 0 }, "greater than 0"},
+		{"lifecycle.authorize_failure", "lifecycle.authorize_failure", func(c *Config) { c.Lifecycle.AuthorizeFailure = "retry" }, "deny, allow"},
+		{"lifecycle.refresh_interval negative", "lifecycle.refresh_interval", func(c *Config) { c.Lifecycle.RefreshInterval = -time.Second }, ""},
+		{"lifecycle.refresh_interval sub-second", "lifecycle.refresh_interval", func(c *Config) { c.Lifecycle.RefreshInterval = 30 * time.Millisecond }, "at least 1s"},
+		{"auth.mode", "auth.mode", func(c *Config) { c.Auth.Mode = "oauth" }, "none, jwt"},
+		{"auth.mode jwt without a key", "auth.mode", func(c *Config) { c.Auth.Mode = "jwt" }, "auth.jwt_secret"},
+		{"auth.jwt_secret without jwt mode", "auth.jwt_secret", func(c *Config) { c.Auth.JWTSecret = "s3cret" }, `auth.mode = "jwt"`},
+		{"auth.jwt_public_keys without jwt mode", "auth.jwt_public_keys", func(c *Config) { c.Auth.JWTPublicKeys = []string{testPublicKey} }, `auth.mode = "jwt"`},
+		{"auth.jwt_public_keys not PEM", "auth.jwt_public_keys", func(c *Config) { c.Auth.Mode = "jwt"; c.Auth.JWTPublicKeys = []string{"ssh-rsa AAAA"} }, "element 0: is not PEM"},
+		{"auth.jwt_public_keys private key", "auth.jwt_public_keys", func(c *Config) { c.Auth.Mode = "jwt"; c.Auth.JWTPublicKeys = []string{testPublicKey, testPrivateKey} }, "element 1: is a \"EC PRIVATE KEY\""},
+		{"auth.jwt_public_keys two in one", "auth.jwt_public_keys", func(c *Config) { c.Auth.Mode = "jwt"; c.Auth.JWTPublicKeys = []string{testPublicKey + testPublicKey} }, "one key per element"},
+		{"auth.jwt_public_keys garbage in PEM", "auth.jwt_public_keys", func(c *Config) {
+			c.Auth.Mode = "jwt"
+			c.Auth.JWTPublicKeys = []string{"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}
+		}, "does not parse"},
+		{"auth.jwks_url without jwt mode", "auth.jwks_url", func(c *Config) { c.Auth.JWKSURL = "https://auth.example/jwks" }, `auth.mode = "jwt"`},
+		{"auth.jwks_url scheme", "auth.jwks_url", func(c *Config) { c.Auth.Mode = "jwt"; c.Auth.JWKSURL = "ftp://auth.example/jwks" }, "https://"},
+		{"auth.jwks_url relative", "auth.jwks_url", func(c *Config) { c.Auth.Mode = "jwt"; c.Auth.JWKSURL = "/jwks.json" }, ""},
+		{"auth.jwks_refresh zero", "auth.jwks_refresh", func(c *Config) { c.Auth.JWKSRefresh = 0 }, ""},
+		{"auth.leeway negative", "auth.leeway", func(c *Config) { c.Auth.Leeway = -time.Second }, ""},
+		{"routes[0].match empty", "routes[0].match", routes(Route{Exchange: "x"}), "required"},
+		{"routes[0].match bad character", "routes[0].match", routes(Route{Match: "billing/pay"}), `"billing/pay"`},
+		{"routes[0].match $ not first", "routes[0].match", routes(Route{Match: "a$b"}), `"$" only as its first`},
+		{"routes[0].match ***", "routes[0].match", routes(Route{Match: "a.***"}), `"**"`},
+		{"routes[1].match duplicate", "routes[1].match", routes(Route{Match: "billing.*"}, Route{Match: "billing.*"}), "routes[0].match \"billing.*\" is the same pattern"},
+		{"routes[1].match after a glob that takes it", "routes[1].match", routes(Route{Match: "billing.*"}, Route{Match: "billing.pay"}), "unreachable"},
+		{"routes[2].match after **", "routes[2].match", routes(Route{Match: "$connect"}, Route{Match: "**"}, Route{Match: "a.?"}), "routes[1].match \"**\""},
+		{"routes[0].exchange bad character", "routes[0].exchange", routes(Route{Match: "a", Exchange: "bill ing"}), `"bill ing"`},
+		{"routes[0].exchange too long", "routes[0].exchange", routes(Route{Match: "a", Exchange: strings.Repeat("x", 256)}), "255"},
+		{"routes[0].exchange default declared", "routes[0].exchange", routes(Route{Match: "a", Declare: true, Type: "topic"}), "default exchange"},
+		{"routes[0].exchange amq. declared", "routes[0].exchange", routes(Route{Match: "a", Exchange: "amq.topic", Declare: true, Type: "topic"}), "declare = false"},
+		{"routes[0].type", "routes[0].type", routes(Route{Match: "a", Exchange: "x", Declare: true, Type: "x-delayed"}), "topic, direct, fanout, headers"},
+		{"routes[0].type without declare", "routes[0].type", routes(Route{Match: "a", Exchange: "x", Type: "Topic"}), ""},
+		{"routes[0].routing_key {token}", "routes[0].routing_key", routes(Route{Match: "a", RoutingKey: "{method}.{token}"}), "must not use {token}: session ids must not reach"},
+		{"routes[0].routing_key unknown placeholder", "routes[0].routing_key", routes(Route{Match: "a", RoutingKey: "{id}"}), `"{id}"`},
+		{"routes[0].routing_key unclosed", "routes[0].routing_key", routes(Route{Match: "a", RoutingKey: "x.{method"}), `"{" without "}"`},
+		{"routes[0].routing_key stray }", "routes[0].routing_key", routes(Route{Match: "a", RoutingKey: "x}"}), `"}" without "{"`},
+		{"routes[0].routing_key too long", "routes[0].routing_key", routes(Route{Match: "a", RoutingKey: strings.Repeat("k", 256) + "{method}"}), "255"},
+		{"routes[0].timeout negative", "routes[0].timeout", routes(Route{Match: "a", Timeout: -time.Second}), `route match "a"`},
+		{"routes[0].rate negative", "routes[0].rate", routes(Route{Match: "a", Rate: -1}), ""},
+		{"routes[0].rate infinite", "routes[0].rate", routes(Route{Match: "a", Rate: math.Inf(1)}), "finite"},
+		{"routes[0].burst negative", "routes[0].burst", routes(Route{Match: "a", Burst: -1}), ""},
+		{"routes[0].max_payload_bytes negative", "routes[0].max_payload_bytes", routes(Route{Match: "a", MaxPayloadBytes: -1}), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -566,6 +785,26 @@ func TestValidate(t *testing.T) {
 		for _, c := range []Config{
 			valid(),
 			with(func(c *Config) {
+				c.Node.ID = "n1"
+				c.Auth.Mode = "jwt"
+				c.Auth.JWTSecret = "s3cret-of-at-least-some-length"
+				c.Auth.JWTPublicKeys = []string{testPublicKey}
+				c.Auth.JWKSURL = "http://127.0.0.1:8081/.well-known/jwks.json"
+				c.Auth.Leeway = 0
+				c.Lifecycle.Authorize = true
+				c.Lifecycle.AuthorizeFailure = "allow"
+				c.Lifecycle.RefreshInterval = time.Second
+				c.Routes = []Route{
+					{Match: "billing.*", Exchange: "billing", RoutingKey: "{method}", Declare: true, Type: "topic", Durable: true, Timeout: 5 * time.Second},
+					{Match: "billing.**", Exchange: "billing-all", RoutingKey: "{node}.{method}"},
+					{Match: "$connect", Exchange: "", RoutingKey: "lifecycle"},
+					{Match: "$presence", Exchange: "amq.topic", RoutingKey: ""},
+					{Match: "chat:room-?", Exchange: "chat", RoutingKey: "chat", Declare: true, Type: "fanout", Rate: 0.5, Burst: 1, MaxPayloadBytes: 1024},
+					{Match: "**", Exchange: "rest", Type: "headers"},
+					{Match: "$disconnect", Exchange: "x"}, // "**" does not take $ methods
+				}
+			}),
+			with(func(c *Config) {
 				c.Node.ID = strings.Repeat("Z", 64)
 				c.WS.RatePerSecond, c.WS.RateBurst = 0, 0
 				c.WS.MaxConnections = 0
@@ -585,14 +824,27 @@ func TestValidate(t *testing.T) {
 
 	t.Run("every key is validated", func(t *testing.T) {
 		// Keys whose every value is acceptable.
-		free := []string{"http.host", "telemetry.service_name", "telemetry.endpoint"}
+		free := []string{
+			"http.host", "telemetry.service_name", "telemetry.endpoint",
+			"routing.default_route", "lifecycle.connect", "lifecycle.disconnect", "lifecycle.authorize",
+			"auth.issuer", "auth.audience", "reload.watch",
+			"routes[].declare", "routes[].durable",
+		}
 		var tested []string
 		for _, tt := range tests {
-			tested = append(tested, tt.key)
+			// routes[1].match counts for routes[].match.
+			tested = append(tested, routeIndex.ReplaceAllString(tt.key, "routes[]"))
 		}
+		keys := []string{}
 		for _, f := range fields() {
-			if !slices.Contains(tested, f.key) && !slices.Contains(free, f.key) {
-				t.Errorf("no failing Validate case for %s", f.key)
+			keys = append(keys, f.key)
+		}
+		for _, name := range routeFields() {
+			keys = append(keys, "routes[]."+name)
+		}
+		for _, key := range keys {
+			if !slices.Contains(tested, key) && !slices.Contains(free, key) {
+				t.Errorf("no failing Validate case for %s", key)
 			}
 		}
 	})
@@ -787,5 +1039,43 @@ func TestFlyMachineIDIsTheDefaultNodeID(t *testing.T) {
 				t.Fatalf("node.id %q, want %q", c.Node.ID, tc.want)
 			}
 		})
+	}
+}
+
+func TestFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	tests := []struct {
+		name      string
+		cwdFile   bool
+		args, env []string
+		want      string
+	}{
+		{"none", false, nil, nil, ""},
+		{"./piped.toml", true, nil, nil, "piped.toml"},
+		{"--config", true, []string{"--nodeId", "1", "--config", "/etc/piped.toml"}, []string{"PIPED_CONFIG=env.toml"}, "/etc/piped.toml"},
+		{"PIPED_CONFIG", true, nil, []string{"PIPED_CONFIG=a.toml", "PIPED_CONFIG=env.toml"}, "env.toml"},
+		{"empty --config", true, []string{"--config="}, nil, ""},
+		{"empty PIPED_CONFIG", true, nil, []string{"PIPED_CONFIG="}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			os.Remove(filepath.Join(dir, "piped.toml"))
+			if tt.cwdFile {
+				if err := os.WriteFile(filepath.Join(dir, "piped.toml"), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := File(tt.args, tt.env)
+			if err != nil || got != tt.want {
+				t.Errorf("File = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := File([]string{"-h"}, nil); !errors.Is(err, ErrHelp) {
+		t.Errorf("File(-h): %v, want ErrHelp", err)
+	}
+	if _, err := File([]string{"--prot"}, nil); err == nil {
+		t.Error("File(--prot): no error")
 	}
 }

@@ -12,9 +12,11 @@ const redactedURL = "xxxxx"
 
 // Redacted returns the configuration as it is safe to log: a map from each
 // section name to a map from key name to value, with the names of the TOML
-// file (r["amqp"].(map[string]any)["prefetch"]). Durations are strings such
-// as "30s", lists are copies, and amqp.url has its password replaced by
-// "xxxxx" (the whole URL is replaced when it does not parse).
+// file (r["amqp"].(map[string]any)["prefetch"]), and under "routes" a
+// []map[string]any with one map per route. Durations are strings such as
+// "30s", lists are copies, amqp.url has its password replaced by "xxxxx"
+// (the whole URL is replaced when it does not parse) and a non-empty
+// auth.jwt_secret is "xxxxx".
 func (c *Config) Redacted() map[string]any {
 	if c == nil {
 		return nil
@@ -28,6 +30,7 @@ func (c *Config) Redacted() map[string]any {
 		}
 		sec[f.name] = loggable(f, c)
 	}
+	out[routesKey] = loggableRoutes(c.Routes)
 	return out
 }
 
@@ -46,7 +49,29 @@ func (c Config) LogValue() slog.Value {
 		}
 		groups = append(groups, slog.Attr{Key: sec, Value: slog.GroupValue(attrs...)})
 	}
+	groups = append(groups, slog.Any(routesKey, loggableRoutes(c.Routes)))
 	return slog.GroupValue(groups...)
+}
+
+// loggableRoutes returns the routes as maps from key to value, with
+// durations as strings. Routes hold no secrets.
+func loggableRoutes(routes []Route) []map[string]any {
+	out := make([]map[string]any, 0, len(routes))
+	for _, r := range routes {
+		out = append(out, map[string]any{
+			"match":             r.Match,
+			"exchange":          r.Exchange,
+			"routing_key":       r.RoutingKey,
+			"declare":           r.Declare,
+			"type":              r.Type,
+			"durable":           r.Durable,
+			"timeout":           r.Timeout.String(),
+			"rate":              r.Rate,
+			"burst":             r.Burst,
+			"max_payload_bytes": r.MaxPayloadBytes,
+		})
+	}
+	return out
 }
 
 // loggable returns the value of f in c as it is safe and readable to log.
@@ -56,8 +81,12 @@ func loggable(f field, c *Config) any {
 	case time.Duration:
 		return x.String()
 	case string:
-		if isSecret(f.key) {
+		switch {
+		case !isSecret(f.key):
+		case f.key == "amqp.url":
 			return RedactURL(x)
+		case x != "":
+			return redactedURL // not a URL: nothing of it is safe to show
 		}
 	}
 	return v

@@ -156,6 +156,11 @@ func (c *Config) Validate() error {
 		v.add("telemetry.sample_ratio", "must be between 0 and 1, got %v", r)
 	}
 
+	// lifecycle, auth, [[routes]]: validate_routes.go
+	validateLifecycle(&v, c.Lifecycle)
+	validateAuth(&v, c.Auth)
+	validateRoutes(&v, c.Routes)
+
 	return v.err()
 }
 

@@ -49,7 +49,15 @@ type Options struct {
 	// (reload.watch = true); its directory is watched, so that editors
 	// that replace the file and Kubernetes' ConfigMap symlink swaps count.
 	WatchFile string
-	Log       *slog.Logger
+	// LogLevel, when not nil, is the logger's level: log.level applies at
+	// once.
+	LogLevel *slog.LevelVar
+	// Apply are called with every configuration a reload applies, after
+	// the routes and limits: the runtime keys other parts own (such as
+	// lifecycle.refresh_interval) take their new values there. They must
+	// not block.
+	Apply []func(next *config.Config)
+	Log   *slog.Logger
 }
 
 // Reloader reloads the configuration; see the package comment.
@@ -60,6 +68,8 @@ type Reloader struct {
 	limits Limits
 	sigs   <-chan os.Signal
 	file   string
+	level  *slog.LevelVar
+	apply  []func(*config.Config)
 	log    *slog.Logger
 
 	mu sync.Mutex // serialises reloads
@@ -70,7 +80,7 @@ type Reloader struct {
 // New returns a Reloader; it does nothing until Run or Reload.
 func New(o Options) *Reloader {
 	return &Reloader{load: o.Load, routes: o.Routes, limits: o.Limits, sigs: o.Signals,
-		file: o.WatchFile, log: o.Log, running: o.Running}
+		file: o.WatchFile, level: o.LogLevel, apply: o.Apply, log: o.Log, running: o.Running}
 }
 
 // watchSettle is how long the file must be quiet after a change before it
@@ -165,7 +175,13 @@ func (r *Reloader) Reload(ctx context.Context, trigger string) error {
 		return err
 	}
 	r.limits.SetLimits(gateway.LimitsOf(next.WS))
-	notApplied := restartOnly(r.running, next)
+	if r.level != nil {
+		_ = r.level.UnmarshalText([]byte(next.Log.Level)) // validated
+	}
+	for _, f := range r.apply {
+		f(next)
+	}
+	notApplied := config.RestartOnly(r.running, next)
 	r.running = applied(r.running, next)
 	attrs := []any{"trigger", trigger, "routes", len(table.Routes()), "default_route", next.Routing.DefaultRoute,
 		"requests_timeout", next.Requests.Timeout.String()}
@@ -195,7 +211,7 @@ func (r *Reloader) prepare() (*config.Config, *route.Table, error) {
 	return next, table, nil
 }
 
-// applied returns running with the runtime keys of next.
+// applied returns running with the runtime keys of next (config.RuntimeKeys).
 func applied(running, next *config.Config) *config.Config {
 	c := *running
 	c.Routes = next.Routes
@@ -205,5 +221,7 @@ func applied(running, next *config.Config) *config.Config {
 	c.WS.RateBurst = next.WS.RateBurst
 	c.WS.MaxInflight = next.WS.MaxInflight
 	c.WS.MaxConnections = next.WS.MaxConnections
+	c.Lifecycle.RefreshInterval = next.Lifecycle.RefreshInterval
+	c.Log.Level = next.Log.Level
 	return &c
 }

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -176,32 +176,38 @@ func TestReloadTracksRunning(t *testing.T) {
 	}
 }
 
-func TestRestartOnly(t *testing.T) {
-	a, b := running(), running()
-	b.WS.RatePerSecond, b.WS.MaxConnections, b.Routes = 1, 2, []config.Route{{Match: "x"}}
-	if got := restartOnly(a, b); len(got) != 0 {
-		t.Errorf("runtime keys reported as restart-only: %v", got)
+// applied takes exactly the runtime keys: after a reload that changed every
+// one of them, nothing is left to restart for.
+func TestAppliedTakesTheRuntimeKeys(t *testing.T) {
+	old, next := running(), running()
+	next.Routes = []config.Route{{Match: "x", Exchange: "e"}}
+	next.Routing.DefaultRoute = false
+	next.Requests.Timeout = time.Second
+	next.WS.RatePerSecond, next.WS.RateBurst, next.WS.MaxInflight, next.WS.MaxConnections = 1, 2, 3, 4
+	next.Lifecycle.RefreshInterval = time.Minute
+	next.Log.Level = "debug"
+	if got := config.RestartOnly(old, next); len(got) != 0 {
+		t.Fatalf("the test changed restart-only keys: %v", got)
 	}
-	b.Auth.JWTSecret, b.WS.AllowedOrigins, b.Shutdown.Timeout = "s", []string{"https://a"}, time.Hour
-	want := []string{"ws.allowed_origins", "shutdown.timeout", "auth.jwt_secret"}
-	if got := restartOnly(a, b); !slices.Equal(got, want) {
-		t.Errorf("restartOnly = %v, want %v", got, want)
+	if got := applied(old, next); !reflect.DeepEqual(got, next) {
+		t.Errorf("applied left runtime keys out:\n got %+v\nwant %+v", got, next)
+	}
+	if n := len(config.RuntimeKeys()); n != 9 {
+		t.Errorf("config has %d runtime keys; applied and this test know 9", n)
 	}
 }
 
-func TestFileOf(t *testing.T) {
-	for _, tt := range []struct {
-		args, env []string
-		want      string
-	}{
-		{[]string{"--port", "1", "--config", "/a.toml"}, []string{"PIPED_CONFIG=/b.toml"}, "/a.toml"},
-		{[]string{"--config=/a.toml"}, nil, "/a.toml"},
-		{nil, []string{"PIPED_CONFIG=/b.toml"}, "/b.toml"},
-		{nil, []string{"PIPED_CONFIG="}, ""},
-	} {
-		if got := FileOf(tt.args, tt.env); got != tt.want {
-			t.Errorf("FileOf(%v, %v) = %q, want %q", tt.args, tt.env, got, tt.want)
-		}
+// log.level applies at once.
+func TestReloadLogLevel(t *testing.T) {
+	node := &fakeNode{}
+	var level slog.LevelVar
+	r := New(Options{Load: func() (*config.Config, error) { c := running(); c.Log.Level = "debug"; return c, nil },
+		Running: running(), Routes: node, Limits: node, LogLevel: &level, Log: slog.New(slog.DiscardHandler)})
+	if err := r.Reload(t.Context(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Errorf("level %v after reloading log.level = debug", level.Level())
 	}
 }
 
