@@ -122,9 +122,10 @@ type keyPart struct {
 }
 
 // compileKey parses a routing_key template with the placeholders {method}
-// and {node}; problem is "" when it is valid.
+// and {node}; problem is "" when it is valid. "" is the empty key (the
+// configuration's default, "{method}", is filled in by config.Load).
 func compileKey(tmpl, nodeID string) (k keyTemplate, problem string) {
-	if tmpl == "" || tmpl == "{method}" {
+	if tmpl == "{method}" {
 		return keyTemplate{kind: keyMethod}, ""
 	}
 	var parts []keyPart

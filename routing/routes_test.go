@@ -33,7 +33,7 @@ func testTable(t *testing.T, routes []config.Route, timeout time.Duration) *rout
 // and with the properties every call has.
 func TestCallPublishesOnRoute(t *testing.T) {
 	tab := testTable(t, []config.Route{
-		{Match: "billing.*", Exchange: "billing", Declare: true, Timeout: 5 * time.Second},
+		{Match: "billing.*", Exchange: "billing", RoutingKey: "{method}", Declare: true, Timeout: 5 * time.Second},
 		{Match: "get", Exchange: "rpc", RoutingKey: "rpc.{node}.{method}"},
 		{Match: "fixed", Exchange: "", RoutingKey: "queue-x"},
 	}, 30*time.Second)
