@@ -87,7 +87,7 @@ func declareRouteExchanges(open openChannel, t *route.Table, topo Topology) erro
 			if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
 				return fmt.Errorf("routing: %s: declare exchange %q: %w", rt, rt.Exchange, err)
 			}
-			errs = append(errs, fmt.Errorf("%w: %s: exchange %q exists with other settings; the route declares it %s %s: delete it (%s, or the management UI) or make type and durable match it (broker said: %s)",
+			errs = append(errs, fmt.Errorf("%w: %s: exchange %q exists with other settings; the route declares it as a %s %s exchange: delete it (%s, or the management UI) or make type and durable match it (broker said: %s)",
 				ErrTopologyConflict, rt, rt.Exchange, durability(rt.Durable), rt.Type, topo.deleteCommand("exchange", rt.Exchange), ae.Reason))
 			if err := reopen(); err != nil {
 				return err

@@ -199,7 +199,7 @@ func TestDeclareRouteExchanges(t *testing.T) {
 			declared: []string{"billing topic"},
 			opened:   2,
 			errIs:    ErrTopologyConflict,
-			errHas:   []string{`routes[0] (match "a"): exchange "billing" exists with other settings`, "durable topic", "rabbitmqadmin delete exchange name=billing"},
+			errHas:   []string{`routes[0] (match "a"): exchange "billing" exists with other settings`, "a durable topic exchange", "rabbitmqadmin delete exchange name=billing"},
 		},
 		{name: "no routes: no channel", opened: 0},
 	}
