@@ -314,3 +314,60 @@ func TestRouterMissingExchangeIsFatal(t *testing.T) {
 		t.Fatalf("Run: %v, want ErrExchangeMissing naming routes[0]", err)
 	}
 }
+
+// After the node was ready, a route's exchange that disappears makes the
+// node not ready (naming the route) and it retries until the exchange is
+// back; the call that found it missing is answered, once.
+func TestRouterExchangeMissingAfterReady(t *testing.T) {
+	id := harness.UniqueID("rtgone")
+	ex := harness.UniqueID("gone")
+	t.Cleanup(func() { deleteExchange(t, ex) })
+	ch := harness.Channel(t)
+	if err := ch.ExchangeDeclare(ex, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Defaults().AMQP
+	cfg.URL = harness.AMQPURL()
+	cfg.MassExchange = "mass-" + id
+	cfg.ReconnectMax = 300 * time.Millisecond
+	tab, err := route.Compile([]config.Route{{Match: "pay", Exchange: ex, RoutingKey: "{method}"}},
+		route.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: 10 * time.Second, Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(Options{NodeID: id, AMQP: cfg, Routes: route.NewHolder(tab), Hub: &fakeHub{},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		deleteTopology(t, r.Topology())
+	})
+	waitFor(t, "ready", func() bool { return r.Ready() == nil })
+
+	if err := ch.ExchangeDelete(ex, false, false); err != nil {
+		t.Fatal(err)
+	}
+	s := &sink{}
+	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte("1"), Method: "pay"}, tab.Lookup("pay"), s)
+	waitFor(t, "not ready naming the route", func() bool {
+		err := r.Ready()
+		return errors.Is(err, ErrExchangeMissing) && strings.Contains(err.Error(), `routes[0] (match "pay")`)
+	})
+	waitFor(t, "the call's answer", func() bool { return len(s.answers()) == 1 })
+	if got := s.answers()[0]; !strings.Contains(got, `"code":"unavailable"`) {
+		t.Errorf("the call published to the missing exchange got %s, want unavailable", got)
+	}
+
+	if err := ch.ExchangeDeclare(ex, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ready again", func() bool { return r.Ready() == nil })
+	if n := len(s.answers()); n != 1 {
+		t.Errorf("%d answers, want exactly one", n)
+	}
+}
