@@ -24,6 +24,8 @@ import (
 	"github.com/piped-dev/piped/gateway"
 	"github.com/piped-dev/piped/lifecycle"
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/reload"
+	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/routing"
 	"github.com/piped-dev/piped/telemetry"
 )
@@ -38,23 +40,47 @@ func main() {
 
 // run wires the node and returns the process exit code.
 func run() int {
-	cfg, err := config.Load(os.Args[1:], os.Environ(), os.Stderr)
+	// Registered first: a SIGHUP that comes before the reloader runs must not kill the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	args, environ := os.Args[1:], os.Environ()
+	cfg, err := config.Load(args, environ, os.Stderr)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
 	}
 	if err == nil {
 		err = cfg.Validate()
 	}
+	var routes *route.Table
+	if err == nil {
+		routes, err = route.FromConfig(cfg)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "piped:", err)
 		return 2
 	}
-	log, err := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
+	log, level, err := telemetry.NewLeveledLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "piped:", err)
 		return 2
 	}
-	if err := serve(cfg, log); err != nil {
+	reloader := reload.Options{
+		Load: func() (*config.Config, error) {
+			c, err := config.Load(args, environ, io.Discard)
+			if err == nil {
+				err = c.Validate()
+			}
+			return c, err
+		},
+		Running:  cfg,
+		Signals:  hup,
+		LogLevel: level,
+		Log:      log,
+	}
+	if cfg.Reload.Watch {
+		reloader.WatchFile, _ = config.File(args, environ) // Load parsed the same args
+	}
+	if err := serve(cfg, route.NewHolder(routes), reloader, log); err != nil {
 		log.Error("piped stopped", "error", err)
 		return 1
 	}
@@ -62,9 +88,10 @@ func run() int {
 }
 
 // serve runs the node until SIGTERM/SIGINT (or a failure of the broker side
-// or of an HTTP server), then drains in the order lifecycle.Plan holds: see
+// or of an HTTP server), reloading routes and limits on SIGHUP (see
+// package reload), then drains in the order lifecycle.Plan holds: see
 // docs/operations.md.
-func serve(cfg *config.Config, log *slog.Logger) error {
+func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slog.Logger) error {
 	metrics := telemetry.NewMetrics()
 	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node.ID, os.Getenv)
 	if err != nil {
@@ -81,7 +108,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	router := routing.New(routing.Options{
 		NodeID:  cfg.Node.ID,
 		AMQP:    cfg.AMQP,
-		Timeout: cfg.Requests.Timeout,
+		Routes:  routes,
 		Hub:     hub,
 		Logger:  log,
 		Metrics: metrics,
@@ -90,6 +117,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	srv := gateway.New(gateway.Options{
 		NodeID:    cfg.Node.ID,
 		WS:        cfg.WS,
+		Routes:    routes,
 		Router:    router,
 		Readiness: router,
 		Hub:       hub,
@@ -125,6 +153,8 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
 	broker := lifecycle.Go(router.Run)
+	ro.Routes, ro.Limits = router, srv
+	reloads := lifecycle.Go(reload.New(ro).Run)
 	httpFailed := make(chan error, len(servers))
 	plan := &lifecycle.Plan{
 		Hub:           hub,
@@ -165,6 +195,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Timeout)
 	defer cancel()
+	_ = reloads.Stop(shutdownCtx) // no reload during the drain (SIGHUP stays caught and ignored)
 	if err := plan.Shutdown(shutdownCtx); err != nil && runErr == nil {
 		runErr = err
 	}

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -16,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -42,7 +45,8 @@ type Conn struct {
 	cfg    *connConfig
 
 	// Owned by the read loop.
-	bucket tokenBucket
+	bucket       tokenBucket   // ws.rate_per_second
+	routeBuckets []routeBucket // one per route with a rate that this connection called, lazily
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -69,9 +73,8 @@ type connConfig struct {
 	pongTimeout    time.Duration
 	writeTimeout   time.Duration
 	sendQueueBytes int
-	maxInflight    int
-	rate           float64
-	burst          int
+	limits         atomic.Pointer[Limits] // swapped on reload
+	routes         Routes
 	log            *slog.Logger
 	metrics        *telemetry.Metrics
 	tracing        *telemetry.Tracing // may be nil
@@ -79,8 +82,8 @@ type connConfig struct {
 }
 
 func newConn(ws *websocket.Conn, token string, hub *Hub, router Router, cfg *connConfig) *Conn {
-	c := &Conn{ws: ws, token: token, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg,
-		bucket: newTokenBucket(cfg.rate, cfg.burst)}
+	c := &Conn{ws: ws, token: token, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg}
+	c.bucket.setLimits(cfg.limits.Load())
 	return c
 }
 
@@ -425,8 +428,30 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 		c.Send(protocol.AppendPong(nil, f.ID))
 		return
 	}
-	if !c.bucket.allow(time.Now()) {
+	if f.Method[0] == '$' {
+		c.reject(ctx, f.ID, protocol.CodeBadRequest, "methods starting with $ are reserved")
+		return
+	}
+	lim := c.cfg.limits.Load()
+	now := time.Now()
+	c.bucket.setLimits(lim)
+	if !c.bucket.allow(now) {
 		c.reject(ctx, f.ID, protocol.CodeTooManyRequests, "call rate limit exceeded (ws.rate_per_second)")
+		return
+	}
+	rt := c.cfg.routes.Lookup(f.Method)
+	if rt == nil {
+		c.reject(ctx, f.ID, protocol.CodeUnknownMethod, "no route for method "+strconv.Quote(f.Method))
+		return
+	}
+	if rt.Rate > 0 && !c.routeBucket(rt).allow(now) {
+		c.reject(ctx, f.ID, protocol.CodeTooManyRequests, "call rate limit of "+rt.Name+" exceeded ("+
+			strconv.FormatFloat(rt.Rate, 'g', -1, 64)+" calls/s, burst "+strconv.Itoa(rt.Burst)+")")
+		return
+	}
+	if rt.MaxPayloadBytes > 0 && len(f.Payload) > rt.MaxPayloadBytes {
+		c.reject(ctx, f.ID, protocol.CodePayloadTooLarge, "payload is "+strconv.Itoa(len(f.Payload))+" bytes; "+
+			rt.Name+" takes at most "+strconv.Itoa(rt.MaxPayloadBytes)+" (max_payload_bytes)")
 		return
 	}
 	c.mu.Lock()
@@ -438,7 +463,7 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 		c.mu.Unlock()
 		c.reject(ctx, f.ID, protocol.CodeShuttingDown, "the node is shutting down; reconnect and call again")
 		return
-	case f.ID != nil && c.inflight >= c.cfg.maxInflight:
+	case f.ID != nil && c.inflight >= lim.MaxInflight:
 		c.mu.Unlock()
 		c.reject(ctx, f.ID, protocol.CodeTooManyRequests, "too many calls in flight on this connection (ws.max_inflight)")
 		return
@@ -447,7 +472,26 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 		c.inflight++
 	}
 	c.mu.Unlock()
-	c.router.Call(ctx, c.token, &f, c)
+	c.router.Call(ctx, c.token, &f, rt, c)
+}
+
+// maxRouteBuckets bounds a connection's per-route buckets; beyond it the
+// oldest goes (after reloads, buckets of routes no table holds any more).
+const maxRouteBuckets = 16
+
+// routeBucket returns the connection's bucket for rt (which has a rate),
+// making it on first use. Owned by the read loop.
+func (c *Conn) routeBucket(rt *route.Route) *tokenBucket {
+	for i := range c.routeBuckets {
+		if c.routeBuckets[i].rt == rt {
+			return &c.routeBuckets[i].bucket
+		}
+	}
+	if len(c.routeBuckets) == maxRouteBuckets {
+		c.routeBuckets = append(c.routeBuckets[:0], c.routeBuckets[1:]...)
+	}
+	c.routeBuckets = append(c.routeBuckets, routeBucket{rt: rt, bucket: newTokenBucket(rt.Rate, rt.Burst)})
+	return &c.routeBuckets[len(c.routeBuckets)-1].bucket
 }
 
 // reject answers a frame with an error without involving the broker,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -32,11 +33,12 @@ type fakeRouter struct {
 	hold     bool
 	held     []func()
 	calls    []string
+	routes   []string // the route name of each call
 	traceIDs []string
 	ctxs     []context.Context
 }
 
-func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
+func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, rt *route.Route, from protocol.Answerer) {
 	id := append([]byte(nil), f.ID...)
 	if f.ID == nil {
 		id = nil
@@ -44,6 +46,7 @@ func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, 
 	msg := []byte(`{"type":"result","method":"` + f.Method + `"}`)
 	r.mu.Lock()
 	r.calls = append(r.calls, token+" "+string(protocol.AppendCall(nil, f, token)))
+	r.routes = append(r.routes, rt.Name)
 	r.ctxs = append(r.ctxs, ctx)
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		r.traceIDs = append(r.traceIDs, sc.TraceID().String())
@@ -83,13 +86,19 @@ func newTestServer(t *testing.T, tweak func(*config.WS)) *testServer {
 }
 
 func newTracedTestServer(t *testing.T, tweak func(*config.WS), tracing *telemetry.Tracing) *testServer {
+	return newRoutedTestServer(t, tweak, tracing, nil)
+}
+
+// newRoutedTestServer is a test server whose calls are looked up in routes
+// (nil: Options.Routes left nil).
+func newRoutedTestServer(t *testing.T, tweak func(*config.WS), tracing *telemetry.Tracing, routes Routes) *testServer {
 	t.Helper()
 	ws := config.Defaults().WS
 	if tweak != nil {
 		tweak(&ws)
 	}
 	ts := &testServer{hub: NewHub(), router: &fakeRouter{}}
-	ts.srv = New(Options{WS: ws, Router: ts.router, Readiness: ready{}, Hub: ts.hub,
+	ts.srv = New(Options{WS: ws, Routes: routes, Router: ts.router, Readiness: ready{}, Hub: ts.hub,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics(), Tracing: tracing})
 	ts.Server = httptest.NewServer(ts.srv.Handler())
 	t.Cleanup(func() {

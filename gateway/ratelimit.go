@@ -1,6 +1,33 @@
 package gateway
 
-import "time"
+import (
+	"time"
+
+	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/route"
+)
+
+// Limits are the per-node and per-connection limits that a reload may
+// change while connections stay open (see Server.SetLimits).
+type Limits struct {
+	// MaxInflight bounds the calls with an id awaiting their answer, per connection.
+	MaxInflight int
+	// RatePerSecond and RateBurst are the per-connection call token bucket; 0 disables it.
+	RatePerSecond float64
+	RateBurst     int
+	// MaxConnections refuses upgrades beyond this many open connections; 0 = no limit.
+	MaxConnections int
+}
+
+// LimitsOf returns the limits of ws.
+func LimitsOf(ws config.WS) Limits {
+	return Limits{MaxInflight: ws.MaxInflight, RatePerSecond: ws.RatePerSecond, RateBurst: ws.RateBurst, MaxConnections: ws.MaxConnections}
+}
+
+// SetLimits makes l the limits of every connection, open or new, from its
+// next call on; a connection's ws.rate_per_second bucket keeps its tokens
+// (at most the new burst). Safe for concurrent use.
+func (s *Server) SetLimits(l Limits) { s.cfg.limits.Store(&l) }
 
 // tokenBucket is a per-connection call rate limit. Owned by the read loop:
 // not safe for concurrent use. A zero rate disables it.
@@ -9,10 +36,26 @@ type tokenBucket struct {
 	burst  float64
 	tokens float64
 	last   time.Time
+	lim    *Limits // the limits rate and burst were taken from (setLimits)
 }
 
 func newTokenBucket(rate float64, burst int) tokenBucket {
 	return tokenBucket{rate: rate, burst: float64(burst), tokens: float64(burst)}
+}
+
+// setLimits takes rate and burst from l when l is not the limits the
+// bucket has: the tokens stay (capped at the new burst), and a bucket that
+// was off starts full.
+func (b *tokenBucket) setLimits(l *Limits) {
+	if b.lim == l {
+		return
+	}
+	if b.lim == nil || b.rate <= 0 {
+		b.tokens = float64(l.RateBurst)
+	}
+	b.lim = l
+	b.rate, b.burst = l.RatePerSecond, float64(l.RateBurst)
+	b.tokens = min(b.tokens, b.burst)
 }
 
 // allow takes one token if there is one at time now.
@@ -29,4 +72,10 @@ func (b *tokenBucket) allow(now time.Time) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// routeBucket is a connection's bucket for one route with a rate.
+type routeBucket struct {
+	rt     *route.Route
+	bucket tokenBucket
 }

@@ -20,16 +20,25 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/telemetry"
 )
 
-// Router takes calls to the backend. Call must not block for the broker's
-// answer and arranges for exactly one answer to reach from (for calls with
-// an id); f's bytes are not retained after it returns. ctx is done when the
-// calling connection has ended: the router should then forget the call
-// (stop its timer, let go of from) rather than answer it.
+// Router takes calls to the backend. Call publishes f on route rt (never
+// nil) and must not block for the broker's answer; it arranges for exactly
+// one answer to reach from (for calls with an id); f's bytes are not
+// retained after it returns. ctx is done when the calling connection has
+// ended: the router should then forget the call (stop its timer, let go of
+// from) rather than answer it.
 type Router interface {
-	Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer)
+	Call(ctx context.Context, token string, f *protocol.Frame, rt *route.Route, from protocol.Answerer)
+}
+
+// Routes finds the route of a call's method; nil means no route takes it
+// (error unknown_method). It is called on every call: it must not block
+// (route.Holder: an atomic load and a lookup without allocation).
+type Routes interface {
+	Lookup(method string) *route.Route
 }
 
 // Readiness says whether the node can take calls: nil, or the reason not.
@@ -39,8 +48,11 @@ type Readiness interface {
 
 // Options are the server's dependencies.
 type Options struct {
-	NodeID    string // names connection ids
-	WS        config.WS
+	NodeID string // names connection ids
+	WS     config.WS
+	// Routes gives each call its route. Nil: every method takes one route
+	// to the default exchange (for tests; main passes the route.Holder).
+	Routes    Routes
 	Router    Router
 	Readiness Readiness
 	Hub       *Hub
@@ -61,7 +73,7 @@ type Server struct {
 	ready    Readiness
 	upgrader websocket.Upgrader
 	cfg      *connConfig
-	ws       config.WS
+	ws       config.WS // the fields Limits does not cover
 	router   Router
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
@@ -70,6 +82,14 @@ type Server struct {
 // New builds the server and its routes: GET /api/:token (WebSocket),
 // /healthz, /readyz and /metrics.
 func New(o Options) *Server {
+	routes := o.Routes
+	if routes == nil {
+		t, err := route.Compile(nil, route.Default{NodeID: o.NodeID, Timeout: 30 * time.Second, Enabled: true})
+		if err != nil {
+			panic(err) // no routes: nothing to be invalid
+		}
+		routes = t
+	}
 	s := &Server{
 		hub:     o.Hub,
 		ready:   o.Readiness,
@@ -84,14 +104,13 @@ func New(o Options) *Server {
 			pongTimeout:    o.WS.PongTimeout,
 			writeTimeout:   o.WS.WriteTimeout,
 			sendQueueBytes: o.WS.SendQueueBytes,
-			maxInflight:    o.WS.MaxInflight,
-			rate:           o.WS.RatePerSecond,
-			burst:          o.WS.RateBurst,
+			routes:         routes,
 			log:            o.Logger,
 			metrics:        o.Metrics,
 			tracing:        o.Tracing,
 		},
 	}
+	s.SetLimits(LimitsOf(o.WS))
 	s.upgrader = websocket.Upgrader{
 		// A small read buffer of its own (the server's 4 KiB one is let go),
 		// and write buffers borrowed from a pool only while writing: an idle
@@ -208,7 +227,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, why)
 		return
 	}
-	if s.ws.MaxConnections > 0 && s.hub.Len() >= s.ws.MaxConnections {
+	if max := s.cfg.limits.Load().MaxConnections; max > 0 && s.hub.Len() >= max {
 		s.metrics.UpgradesRefused.WithLabelValues("max_connections").Inc()
 		writeJSONError(w, http.StatusServiceUnavailable, "node is at ws.max_connections")
 		return

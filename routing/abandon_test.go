@@ -25,11 +25,11 @@ func TestCallsDroppedWhenCallerEnds(t *testing.T) {
 	gone := &sink{}
 	for i := range n {
 		f := parseTestFrame(t, fmt.Sprintf(`{"id":%d,"method":"m"}`, i))
-		r.Call(ctx, "tok-gone", &f, gone)
+		r.Call(ctx, "tok-gone", &f, r.Routes().Load().Default(), gone)
 	}
 	live := &sink{}
 	f := parseTestFrame(t, `{"id":"live","method":"m"}`)
-	r.Call(context.Background(), "tok-live", &f, live)
+	r.Call(context.Background(), "tok-live", &f, r.Routes().Load().Default(), live)
 	waitUntil(t, timeout/2, "every call pending", func() bool { return r.Pending() == n+1 })
 
 	cancel()

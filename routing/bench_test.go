@@ -62,7 +62,7 @@ func BenchmarkCall(b *testing.B) {
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
-		r.Call(ctx, "0123456789abcdef", f, nopAnswerer{})
+		r.Call(ctx, "0123456789abcdef", f, r.Routes().Load().Default(), nopAnswerer{})
 		if n++; n%1024 == 0 { // keep the queue from filling and the pending table small
 			for len(p.jobs) > 0 {
 				runtime.Gosched()

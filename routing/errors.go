@@ -29,3 +29,8 @@ var (
 // string is dropped (reason bad_connection) rather than sent to every
 // connection of its token.
 var errBadConnection = errors.New(`routing: an event's "connection" must be a non-empty string`)
+
+// ErrExchangeMissing means the exchange of a route with declare = false
+// does not exist on the broker. Like ErrTopologyConflict it is fatal
+// before the node was ever ready; later the node is not ready until it exists.
+var ErrExchangeMissing = errors.New("routing: a route's exchange does not exist")

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/route"
 )
 
 // pendingShards spreads pending calls over this many locks. A call lives in
@@ -34,7 +35,8 @@ type call struct {
 	token  string
 	id     []byte
 	method string
-	key    string // appendMatchKey of token, id and method, for results without our correlation id
+	rt     *route.Route // the route it was published on: its timeout, even after a reload
+	key    string       // appendMatchKey of token, id and method, for results without our correlation id
 	start  time.Time
 	span   trace.Span  // the call's span, ended with its answer
 	timer  *time.Timer // guarded by shard.mu

@@ -1,12 +1,13 @@
 package routing
 
 import (
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
-
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -39,10 +40,12 @@ type pubChannel interface {
 // pubJob is a call waiting in the publish queue. msg.Body lives in buf,
 // which goes back to the router's pool once the job is done.
 type pubJob struct {
-	c    *call
-	msg  amqp.Publishing
-	span trace.Span // the PRODUCER span
-	buf  *[]byte
+	c             *call
+	exchange, key string // where msg goes (from c's route)
+	msg           amqp.Publishing
+	span          trace.Span         // the PRODUCER span
+	calls         prometheus.Counter // piped_calls_by_exchange_total of exchange
+	buf           *[]byte
 }
 
 // publisher publishes calls on one confirm-mode channel. Callers only
@@ -90,7 +93,7 @@ func (p *publisher) enqueue(j *pubJob, now time.Time) string {
 	case len(p.jobs) == cap(p.jobs): // only enqueue sends, under mu: a send now cannot block
 		return "the node's publish queue is full"
 	}
-	p.r.pending.insert(j.c, p.r.timeout, p.r.expire)
+	p.r.pending.insert(j.c, j.c.rt.Timeout, p.r.expire)
 	p.jobs <- j
 	return ""
 }
@@ -132,7 +135,7 @@ func (p *publisher) publish(j *pubJob) {
 	p.mu.Unlock()
 
 	p.writingSince.Store(time.Now().UnixNano())
-	err := p.ch.Publish(p.r.topo.ExchangeOut, routingKey(j.c.method), true, false, j.msg)
+	err := p.ch.Publish(j.exchange, j.key, true, false, j.msg)
 	p.writingSince.Store(0)
 	if err != nil {
 		p.mu.Lock()
@@ -144,6 +147,7 @@ func (p *publisher) publish(j *pubJob) {
 		return
 	}
 	p.r.metrics.Calls.Inc()
+	j.calls.Inc()
 }
 
 // fail ends the publish span of a call that will not be confirmed and
@@ -182,15 +186,6 @@ func (p *publisher) removeLocked(seq uint64) (unconfirmed, bool) {
 		}
 	}
 	return unconfirmed{}, false
-}
-
-// routingKey is the method, cut to AMQP's 255-byte short string limit. The
-// out-exchange is fanout and ignores it; it shows in the management UI and traces.
-func routingKey(method string) string {
-	if len(method) > 255 {
-		return method[:255]
-	}
-	return method
 }
 
 // popLocked removes the entries up to and including seq and returns the one
@@ -256,7 +251,7 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 			if n, ok := p.r.pending.parseCorrelation(ret.CorrelationId); ok {
 				p.markReturned(n)
 				if c := p.r.pending.takeByCorr(n); c != nil {
-					p.r.answerError(c, protocol.CodeUnroutable, "no queue is bound to "+ret.Exchange+": no backend can receive this call")
+					p.r.answerError(c, protocol.CodeUnroutable, unroutable(ret.Exchange, ret.RoutingKey))
 				}
 			}
 		case conf, ok := <-confirms:
@@ -286,6 +281,15 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 			stalled = p.checkStall(now, stalled)
 		}
 	}
+}
+
+// unroutable is the message of an unroutable error: the broker returned a
+// mandatory publish because no queue is bound to receive it.
+func unroutable(exchange, key string) string {
+	if exchange == "" {
+		return "no queue named " + strconv.Quote(key) + " exists: no backend can receive this call"
+	}
+	return "no queue is bound to " + exchange + " for routing key " + strconv.Quote(key) + ": no backend can receive this call"
 }
 
 // checkStall answers the queued calls "unavailable" while the writer is

@@ -19,6 +19,7 @@ type fakeChannel struct {
 	mu        sync.Mutex
 	seq       uint64
 	published [][]byte      // bodies, in publish order
+	pubs      []fakePub     // where each went, in publish order
 	discard   bool          // record nothing (benchmarks)
 	hold      chan struct{} // when not nil, Publish waits until it is closed
 	entered   chan struct{} // receives once per Publish that waits on hold
@@ -53,7 +54,22 @@ func (f *fakeChannel) Publish(exchange, key string, mandatory, immediate bool, m
 		return nil
 	}
 	f.published = append(f.published, append([]byte(nil), msg.Body...))
+	msg.Body = nil
+	f.pubs = append(f.pubs, fakePub{exchange: exchange, key: key, mandatory: mandatory, msg: msg})
 	return nil
+}
+
+// fakePub is one publish a fakeChannel took (without its body).
+type fakePub struct {
+	exchange, key string
+	mandatory     bool
+	msg           amqp.Publishing
+}
+
+func (f *fakeChannel) publishes() []fakePub {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]fakePub(nil), f.pubs...)
 }
 
 func (f *fakeChannel) release() {
@@ -97,7 +113,7 @@ func callAll(t *testing.T, r *Router, from protocol.Answerer, n int) {
 	go func() {
 		defer close(returned)
 		for i := range n {
-			r.Call(t.Context(), "tok", &protocol.Frame{ID: fmt.Appendf(nil, "%d", i), Method: "m"}, from)
+			r.Call(t.Context(), "tok", &protocol.Frame{ID: fmt.Appendf(nil, "%d", i), Method: "m"}, r.Routes().Load().Default(), from)
 		}
 	}()
 	select {
@@ -140,7 +156,7 @@ func TestCallNeverWaitsForAStuckPublish(t *testing.T) {
 	s := &sink{}
 
 	extra := 10
-	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte(`"first"`), Method: "m"}, s)
+	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte(`"first"`), Method: "m"}, r.Routes().Load().Default(), s)
 	<-ch.entered // the writer is stuck in the first Publish
 	callAll(t, r, s, publishQueueSize+extra)
 	got := countAnswers(s.answers())
@@ -170,7 +186,7 @@ func TestCallNeverWaitsForAStuckPublish(t *testing.T) {
 	ch.release()
 	waitFor(t, "the stuck publish to return", func() bool { return !p.stalled(time.Now()) })
 	r.confirmTimeout = time.Hour
-	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte(`"after"`), Method: "m"}, s)
+	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte(`"after"`), Method: "m"}, r.Routes().Load().Default(), s)
 	waitFor(t, "the call after the stall to be published", func() bool { return len(ch.publishedBodies()) == 2 })
 	if r.Ready() != nil {
 		t.Fatalf("Ready = %v after the stall", r.Ready())
@@ -189,7 +205,7 @@ func TestShutdownAnswersQueuedCalls(t *testing.T) {
 	ch := newFakeChannel(true)
 	r, p := queueRouter(t, ch, time.Hour)
 	s := &sink{}
-	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte("0"), Method: "m"}, s)
+	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte("0"), Method: "m"}, r.Routes().Load().Default(), s)
 	<-ch.entered
 	callAll(t, r, s, 100)
 	p.shutdown()
@@ -206,7 +222,7 @@ func TestShutdownAnswersQueuedCalls(t *testing.T) {
 	}
 	p.shutdown() // idempotent
 	ch.release()
-	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte("late"), Method: "m"}, s)
+	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte("late"), Method: "m"}, r.Routes().Load().Default(), s)
 	if n := countAnswers(s.answers())["the broker is not connected"]; n != 1 {
 		t.Fatalf("a call after shutdown: %v", countAnswers(s.answers()))
 	}
@@ -232,7 +248,7 @@ func TestPublishOrderIsPendingOrder(t *testing.T) {
 				mu.Lock()
 				sinks[payload] = s
 				mu.Unlock()
-				r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte("1"), Method: "m", Payload: []byte(payload)}, s)
+				r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte("1"), Method: "m", Payload: []byte(payload)}, r.Routes().Load().Default(), s)
 			}
 		}()
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -38,9 +39,13 @@ type Hub interface {
 
 // Options are the router's dependencies and settings.
 type Options struct {
-	NodeID  string
-	AMQP    config.AMQP
-	Timeout time.Duration // requests.timeout
+	NodeID string
+	AMQP   config.AMQP
+	// Routes holds the route table; the router declares or checks the
+	// exchanges of its routes at every broker session and swaps it in
+	// SetRoutes. Nil: a table of the default route alone, with Timeout.
+	Routes  *route.Holder
+	Timeout time.Duration // requests.timeout, for the table made when Routes is nil
 	Hub     Hub
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics
@@ -51,25 +56,25 @@ type Options struct {
 // run it with Run; Call and Ready may be used from any goroutine at any time.
 type Router struct {
 	// Set at construction.
-	url                              string
-	nodeID                           string
-	topo                             Topology
-	prefetch                         int
-	heartbeat                        time.Duration
-	confirmTimeout                   time.Duration
-	reconnectMin                     time.Duration
-	reconnectMax                     time.Duration
-	timeout                          time.Duration
-	expiration                       string
-	hub                              Hub
-	log                              *slog.Logger
-	metrics                          *telemetry.Metrics
-	pending                          *pendingTable
-	bufs                             sync.Pool // *[]byte for call bodies
-	tracer                           trace.Tracer
-	prop                             propagation.TextMapPropagator
-	publishSpanName, processSpanName string
-	callDurationResult               prometheus.Observer
+	url                string
+	nodeID             string
+	topo               Topology
+	prefetch           int
+	heartbeat          time.Duration
+	confirmTimeout     time.Duration
+	reconnectMin       time.Duration
+	reconnectMax       time.Duration
+	routes             *route.Holder
+	hub                Hub
+	log                *slog.Logger
+	metrics            *telemetry.Metrics
+	pending            *pendingTable
+	bufs               sync.Pool // *[]byte for call bodies
+	tracer             trace.Tracer
+	prop               propagation.TextMapPropagator
+	processSpanName    string
+	callDurationResult prometheus.Observer
+	exchanges          exchangeMetas
 
 	pub     atomic.Pointer[publisher] // nil while not connected
 	blocked atomic.Bool
@@ -77,6 +82,10 @@ type Router struct {
 	mu sync.Mutex
 	// Guarded by mu.
 	notReady error // why the router is not connected; nil while a session runs
+
+	routesMu sync.Mutex // held across the broker I/O of declaring route exchanges
+	// Guarded by routesMu.
+	sessConn *amqp.Connection // the running session's consume connection; nil between sessions
 }
 
 // New returns a Router; it does not connect until Run.
@@ -85,10 +94,17 @@ func New(o Options) *Router {
 	_, _ = crand.Read(nonce)
 	tracer, tracing := tracerOf(o.Tracing)
 	topo := NewTopology(o.AMQP, o.NodeID)
+	routes := o.Routes
+	if routes == nil {
+		t, err := route.Compile(nil, route.Default{NodeID: o.NodeID, Exchange: topo.ExchangeOut, Timeout: o.Timeout, Enabled: true})
+		if err != nil {
+			panic(err) // no routes: nothing to be invalid
+		}
+		routes = route.NewHolder(t)
+	}
 	r := &Router{
 		tracer:             tracer,
 		prop:               tracing.Propagator,
-		publishSpanName:    "publish " + topo.ExchangeOut,
 		processSpanName:    "process " + topo.QueueIn,
 		callDurationResult: o.Metrics.CallDuration.WithLabelValues("result"),
 		url:                o.AMQP.URL,
@@ -99,8 +115,7 @@ func New(o Options) *Router {
 		confirmTimeout:     o.AMQP.ConfirmTimeout,
 		reconnectMin:       o.AMQP.ReconnectMin,
 		reconnectMax:       o.AMQP.ReconnectMax,
-		timeout:            o.Timeout,
-		expiration:         strconv.FormatInt(o.Timeout.Milliseconds(), 10),
+		routes:             routes,
 		hub:                o.Hub,
 		log:                o.Logger,
 		metrics:            o.Metrics,
@@ -136,20 +151,29 @@ func (r *Router) Ready() error {
 // Pending returns the number of calls awaiting an answer.
 func (r *Router) Pending() int { return r.pending.len() }
 
-// Call publishes frame f made by token and arranges for exactly one answer
-// (a result or an error frame) to reach from; calls without an id get no
-// timeout error. It never blocks: it queues the call for the publisher's
-// goroutine (see publishQueueSize) and answers "unavailable" at once when
-// the broker is not connected, blocks publishes, stopped reading them, or
-// the queue is full. f's bytes are not retained. ctx is the caller's
-// connection's: once it is done the call is dropped from the pending table
-// and gets no answer (see Router.Pending).
-func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from protocol.Answerer) {
-	c := &call{from: from, token: token, method: f.Method, start: time.Now()}
+// Routes returns the holder of the route table the router publishes with.
+func (r *Router) Routes() *route.Holder { return r.routes }
+
+// Call publishes frame f made by token on route rt (the route of
+// f.Method: its exchange, routing key, timeout and expiration) and arranges
+// for exactly one answer (a result or an error frame) to reach from; calls
+// without an id get no timeout error. The call keeps rt until it is
+// answered, whatever tables are stored meanwhile. It never blocks: it
+// queues the call for the publisher's goroutine (see publishQueueSize) and
+// answers "unavailable" at once when the broker is not connected, blocks
+// publishes, stopped reading them, or the queue is full. f's bytes are not
+// retained. ctx is the caller's connection's: once it is done the call is
+// dropped from the pending table and gets no answer (see Router.Pending).
+func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, rt *route.Route, from protocol.Answerer) {
+	c := &call{from: from, token: token, method: f.Method, rt: rt, start: time.Now()}
 	if f.ID != nil {
 		c.id = append([]byte(nil), f.ID...)
 	}
 	ctx = r.startCall(ctx, c)
+	if rt == nil { // the gateway answers unknown_method itself; never publish without a route
+		r.answerError(c, protocol.CodeUnknownMethod, "no route for method "+strconv.Quote(f.Method))
+		return
+	}
 	p := r.pub.Load()
 	if p == nil || r.blocked.Load() {
 		reason := "the broker is not connected"
@@ -162,22 +186,20 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 	r.pending.assign(c)
 	r.pending.dropOnDone(ctx, c, r.abandon)
 	corrID := r.pending.correlationID(c)
-	pctx, pspan := r.startPublish(ctx, c, corrID)
+	key := rt.RoutingKey(c.method)
+	meta := r.exchanges.get(r.metrics, rt.Exchange)
+	pctx, pspan := r.startPublish(ctx, c, meta, key, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
 	r.prop.Inject(pctx, AMQPHeaders(headers))
 
-	bp, _ := r.bufs.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, 0, 512)
-		bp = &b
-	}
-	j := &pubJob{c: c, span: pspan, buf: bp, msg: amqp.Publishing{
+	bp := r.getBuf()
+	j := &pubJob{c: c, span: pspan, buf: bp, exchange: rt.Exchange, key: key, calls: meta.calls, msg: amqp.Publishing{
 		ContentType:   "application/json",
 		CorrelationId: corrID,
 		MessageId:     corrID,
 		ReplyTo:       r.topo.QueueIn,
 		Timestamp:     c.start,
-		Expiration:    r.expiration,
+		Expiration:    rt.Expiration,
 		AppId:         "piped",
 		Headers:       headers,
 		Body:          protocol.AppendCall((*bp)[:0], f, token),
@@ -187,6 +209,15 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 		r.putBuf(j)
 		r.answerError(c, protocol.CodeUnavailable, reason)
 	}
+}
+
+// getBuf returns a body buffer from the pool (see putBuf).
+func (r *Router) getBuf() *[]byte {
+	if bp, _ := r.bufs.Get().(*[]byte); bp != nil {
+		return bp
+	}
+	b := make([]byte, 0, 512)
+	return &b
 }
 
 // putBuf returns the body buffer of j to the pool, unless it grew large.
@@ -209,7 +240,7 @@ func (r *Router) expire(c *call) {
 		c.span.End()
 		return
 	}
-	r.answerError(c, protocol.CodeTimeout, "no result within "+r.timeout.String())
+	r.answerError(c, protocol.CodeTimeout, "no result within "+c.rt.Timeout.String())
 }
 
 // codeConnectionClosed is the error code on the span of a call abandoned
@@ -247,8 +278,10 @@ func (r *Router) FailPending(code, message string) int {
 // done, reconnecting with exponential backoff (amqp.reconnect_min doubling
 // up to amqp.reconnect_max, back to the minimum after a long healthy
 // session) and jitter. It returns nil
-// when ctx is done, or an error that retrying cannot fix (a topology
-// conflict before the node was ever ready).
+// when ctx is done, or an error that retrying cannot fix: a topology
+// conflict, or the missing exchange of a route with declare = false, before
+// the node was ever ready. Later the same errors make the node not ready
+// until a session succeeds.
 func (r *Router) Run(ctx context.Context) error {
 	defer r.setNotReady(ErrStopped)
 	backoff := r.reconnectMin
@@ -260,7 +293,7 @@ func (r *Router) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrTopologyConflict) && !everReady {
+		if (errors.Is(err, ErrTopologyConflict) || errors.Is(err, ErrExchangeMissing)) && !everReady {
 			return err
 		}
 		r.setNotReady(err)
@@ -337,6 +370,10 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	if err := r.topo.Declare(consCh); err != nil {
 		return false, err
 	}
+	if err := r.startRoutes(consConn); err != nil {
+		return false, err
+	}
+	defer r.endRoutes()
 	if err := consCh.Qos(r.prefetch, 0, false); err != nil {
 		return false, fmt.Errorf("routing: set prefetch: %w", err)
 	}

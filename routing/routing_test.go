@@ -95,13 +95,13 @@ func newTestRouter(hub Hub, timeout time.Duration) *Router {
 
 // addCall registers a pending call as Router.Call does, without a broker.
 func addCall(r *Router, from *sink, token, id, method string) *call {
-	c := &call{from: from, token: token, method: method, start: time.Now()}
+	c := &call{from: from, token: token, method: method, rt: r.Routes().Load().Default(), start: time.Now()}
 	if id != "" {
 		c.id = []byte(id)
 	}
 	c.span = noopSpan
 	r.pending.assign(c)
-	r.pending.insert(c, r.timeout, r.expire)
+	r.pending.insert(c, c.rt.Timeout, r.expire)
 	return c
 }
 
@@ -200,7 +200,7 @@ func TestCallWhileDisconnectedIsUnavailable(t *testing.T) {
 	r := newTestRouter(&fakeHub{}, time.Minute)
 	s := &sink{}
 	f := protocol.Frame{ID: []byte(`"a"`), Method: "m"}
-	r.Call(t.Context(), "t", &f, s)
+	r.Call(t.Context(), "t", &f, r.Routes().Load().Default(), s)
 	got := s.answers()
 	if len(got) != 1 || got[0] != `{"type":"error","id":"a","error":{"code":"unavailable","message":"the broker is not connected"}}` {
 		t.Fatalf("got %q", got)

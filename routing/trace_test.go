@@ -20,6 +20,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
+	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/telemetry"
 	"github.com/piped-dev/piped/test/harness"
 )
@@ -35,6 +36,13 @@ type brokerRouter struct {
 
 func startBrokerRouter(t *testing.T, timeout time.Duration) *brokerRouter {
 	t.Helper()
+	return startBrokerRouterWith(t, timeout, nil)
+}
+
+// startBrokerRouterWith is startBrokerRouter with a route table compiled
+// from routes (and the default route) for the router's node id.
+func startBrokerRouterWith(t *testing.T, timeout time.Duration, routes []config.Route) *brokerRouter {
+	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	tracing := telemetry.NewTestTracing(tp)
@@ -45,7 +53,15 @@ func startBrokerRouter(t *testing.T, timeout time.Duration) *brokerRouter {
 	cfg.URL = harness.AMQPURL()
 	cfg.MassExchange = "mass-" + id
 	hub := &fakeHub{conns: map[string]int{}}
-	r := New(Options{NodeID: id, AMQP: cfg, Timeout: timeout, Hub: hub,
+	var holder *route.Holder
+	if routes != nil {
+		tab, err := route.Compile(routes, route.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: timeout, Enabled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		holder = route.NewHolder(tab)
+	}
+	r := New(Options{NodeID: id, AMQP: cfg, Routes: holder, Timeout: timeout, Hub: hub,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics(), Tracing: tracing})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -194,7 +210,7 @@ func TestTraceCallAndResult(t *testing.T) {
 				ctx = b.tracing.Propagator.Extract(ctx, telemetry.FrameCarrier{TraceParent: tc.traceparent})
 			}
 			s := make(answerSink, 1)
-			b.Call(ctx, "tok", &protocol.Frame{ID: tc.id, Method: "get"}, s)
+			b.Call(ctx, "tok", &protocol.Frame{ID: tc.id, Method: "get"}, b.Routes().Load().Default(), s)
 			if got := s.next(t); !strings.Contains(got, `"type":"result"`) {
 				t.Fatalf("answer %s", got)
 			}
@@ -236,7 +252,7 @@ func TestTraceResultWithoutBackendContext(t *testing.T) {
 	b := startBrokerRouter(t, 10*time.Second)
 	b.backend(t, false)
 	s := make(answerSink, 1)
-	b.Call(context.Background(), "tok", &protocol.Frame{ID: []byte("1"), Method: "get"}, s)
+	b.Call(context.Background(), "tok", &protocol.Frame{ID: []byte("1"), Method: "get"}, b.Routes().Load().Default(), s)
 	s.next(t)
 	spans := waitSpans(t, b.rec, 5)
 	childOf(t, spanByName(t, spans, "process "+b.topo.QueueIn), spanByName(t, spans, "call"))
@@ -245,7 +261,7 @@ func TestTraceResultWithoutBackendContext(t *testing.T) {
 func TestTraceTimeout(t *testing.T) {
 	b := startBrokerRouter(t, 200*time.Millisecond) // no backend
 	s := make(answerSink, 1)
-	b.Call(context.Background(), "tok", &protocol.Frame{ID: []byte("1"), Method: "get"}, s)
+	b.Call(context.Background(), "tok", &protocol.Frame{ID: []byte("1"), Method: "get"}, b.Routes().Load().Default(), s)
 	if got := s.next(t); !strings.Contains(got, `"timeout"`) {
 		t.Fatalf("answer %s", got)
 	}
@@ -284,7 +300,7 @@ func TestTraceBrokerUnavailable(t *testing.T) {
 	r := newTestRouter(&fakeHub{}, time.Minute)
 	r.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
 	s := make(answerSink, 1)
-	r.Call(context.Background(), "tok", &protocol.Frame{ID: []byte("1"), Method: "get"}, s)
+	r.Call(context.Background(), "tok", &protocol.Frame{ID: []byte("1"), Method: "get"}, r.Routes().Load().Default(), s)
 	if got := s.next(t); !strings.Contains(got, `"unavailable"`) {
 		t.Fatalf("answer %s", got)
 	}

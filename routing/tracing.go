@@ -15,7 +15,7 @@ import (
 // Span names. A call is one trace:
 //
 //	call (SERVER, from the client's frame; parent: the frame's traceparent)
-//	├── publish exchange-out-{id} (PRODUCER; its context travels in the AMQP headers; ends at the confirm)
+//	├── publish {exchange} (PRODUCER, named for the route's exchange; its context travels in the AMQP headers; ends at the confirm)
 //	│   └── … the backend's spans …
 //	│       └── process queue-in-{id} (CONSUMER; parent: the backend's context from the result's headers,
 //	│           │                      else the call span; linked to the call span)
@@ -46,23 +46,28 @@ func (r *Router) startCall(ctx context.Context, c *call) context.Context {
 			attribute.String("piped.token_hash", telemetry.TokenHash(c.token)),
 			attribute.Bool("piped.call.has_id", c.id != nil),
 		)
+		if c.rt != nil {
+			c.span.SetAttributes(attribute.String("piped.route", c.rt.Name))
+		}
 	}
 	return ctx
 }
 
-// startPublish starts the PRODUCER span of publishing c.
-func (r *Router) startPublish(ctx context.Context, c *call, corrID string) (context.Context, trace.Span) {
-	ctx, span := r.tracer.Start(ctx, r.publishSpanName, trace.WithSpanKind(trace.SpanKindProducer))
+// startPublish starts the PRODUCER span of publishing c on its route, to
+// the exchange of meta with routing key key.
+func (r *Router) startPublish(ctx context.Context, c *call, meta *exchangeMeta, key, corrID string) (context.Context, trace.Span) {
+	ctx, span := r.tracer.Start(ctx, meta.publishSpan, trace.WithSpanKind(trace.SpanKindProducer))
 	if span.IsRecording() {
 		span.SetAttributes(
 			semconv.MessagingSystemRabbitMQ,
 			semconv.MessagingOperationTypeSend,
 			semconv.MessagingOperationName("publish"),
-			semconv.MessagingDestinationName(r.topo.ExchangeOut),
-			semconv.MessagingRabbitMQDestinationRoutingKey(routingKey(c.method)),
+			semconv.MessagingDestinationName(c.rt.Exchange),
+			semconv.MessagingRabbitMQDestinationRoutingKey(key),
 			semconv.MessagingMessageID(corrID),
 			semconv.MessagingMessageConversationID(corrID),
 			attribute.String("piped.node_id", r.nodeID),
+			attribute.String("piped.route", c.rt.Name),
 		)
 	}
 	return ctx, span

@@ -21,9 +21,16 @@ import (
 // terminal, JSON otherwise). Records logged with a context that holds a
 // span carry its trace_id and span_id.
 func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
+	log, _, err := NewLeveledLogger(w, level, format)
+	return log, err
+}
+
+// NewLeveledLogger is NewLogger, and also returns the logger's level, which
+// the caller may change at any time (a reload of log.level).
+func NewLeveledLogger(w io.Writer, level, format string) (*slog.Logger, *slog.LevelVar, error) {
+	lv := new(slog.LevelVar)
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("telemetry: log level %q: %w", level, err)
+		return nil, nil, fmt.Errorf("telemetry: log level %q: %w", level, err)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "auto" {
@@ -34,11 +41,11 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	switch format {
 	case "json":
-		return slog.New(traceHandler{slog.NewJSONHandler(w, opts)}), nil
+		return slog.New(traceHandler{slog.NewJSONHandler(w, opts)}), lv, nil
 	case "text":
-		return slog.New(traceHandler{slog.NewTextHandler(w, opts)}), nil
+		return slog.New(traceHandler{slog.NewTextHandler(w, opts)}), lv, nil
 	default:
-		return nil, fmt.Errorf("telemetry: log format %q: want auto, json or text", format)
+		return nil, nil, fmt.Errorf("telemetry: log format %q: want auto, json or text", format)
 	}
 }
 

@@ -27,6 +27,9 @@ type Metrics struct {
 	Disconnects *prometheus.CounterVec
 	// Calls counts client frames accepted as calls and published.
 	Calls prometheus.Counter
+	// CallsByExchange counts published calls by the exchange of their route
+	// (configured names, "(default)" for the default exchange).
+	CallsByExchange *prometheus.CounterVec
 	// CallErrors counts error frames sent to clients, by code.
 	CallErrors *prometheus.CounterVec
 	// CallsAbandoned counts calls dropped unanswered because their
@@ -75,6 +78,8 @@ func NewMetrics() *Metrics {
 			Name: "piped_disconnects_total", Help: "WebSocket connections closed, by reason."}, []string{"reason"}),
 		Calls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "piped_calls_total", Help: "Client calls accepted and handed to the broker."}),
+		CallsByExchange: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_calls_by_exchange_total", Help: "Client calls handed to the broker, by the exchange of their route."}, []string{"exchange"}),
 		CallErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "piped_call_errors_total", Help: "Error frames sent to clients, by error code."}, []string{"code"}),
 		CallsAbandoned: prometheus.NewCounter(prometheus.CounterOpts{
@@ -105,6 +110,7 @@ func NewMetrics() *Metrics {
 	f(m.UpgradesRefused)
 	f(m.Disconnects)
 	f(m.Calls)
+	f(m.CallsByExchange)
 	f(m.CallErrors)
 	f(m.CallsAbandoned)
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
