@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 )
@@ -62,16 +61,9 @@ type Control struct {
 // "reason" not a string, or a broadcast's "event" is not a non-empty
 // string. ParseControl never panics.
 func ParseControl(b []byte) (Control, error) {
-	if !json.Valid(b) {
-		return Control{}, ErrNotJSON
-	}
 	var s objectScanner
-	switch s.init(b) {
-	case scanOK:
-	case scanNotObject:
-		return Control{}, ErrNotObject
-	default:
-		return Control{}, ErrNotJSON
+	if err := s.open(b); err != nil {
+		return Control{}, err
 	}
 	var typ, token, conn, code, reason, event, payload span
 	var m member

@@ -1,7 +1,5 @@
 package protocol
 
-import "encoding/json"
-
 // Inbound is a parsed message from the node's in-queue. Byte slices alias
 // the input given to ParseInbound, except Body, which is a fresh buffer.
 type Inbound struct {
@@ -52,16 +50,9 @@ func ParseInbound(b []byte) (Inbound, error) { return parseInbound(b, true) }
 func ParseMessage(b []byte) (Inbound, error) { return parseInbound(b, false) }
 
 func parseInbound(b []byte, needToken bool) (Inbound, error) {
-	if !json.Valid(b) {
-		return Inbound{}, ErrNotJSON
-	}
 	var s objectScanner
-	switch s.init(b) {
-	case scanOK:
-	case scanNotObject:
-		return Inbound{}, ErrNotObject
-	default:
-		return Inbound{}, ErrNotJSON
+	if err := s.open(b); err != nil {
+		return Inbound{}, err
 	}
 
 	var token, typ, method, conn span

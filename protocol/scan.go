@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"encoding/json"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -146,6 +147,22 @@ const (
 )
 
 // init positions s at the first member of the object in b.
+// open validates b as JSON and starts scanning it as an object: it returns
+// ErrNotJSON or ErrNotObject (the backend message errors) when it cannot.
+func (s *objectScanner) open(b []byte) error {
+	if !json.Valid(b) {
+		return ErrNotJSON
+	}
+	switch s.init(b) {
+	case scanOK:
+		return nil
+	case scanNotObject:
+		return ErrNotObject
+	default:
+		return ErrNotJSON
+	}
+}
+
 func (s *objectScanner) init(b []byte) scanStatus {
 	s.b = b
 	s.done = false
