@@ -43,6 +43,9 @@ type Options struct {
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics
 	Tracing *telemetry.Tracing // nil: no spans and no trace propagation
+	// SubjectHeader adds the AMQP header x-piped-subject (the caller's
+	// token, which is a verified JWT subject in auth mode "jwt") to calls.
+	SubjectHeader bool
 }
 
 // Router publishes calls and dispatches the in-queue. Create it with New,
@@ -68,6 +71,7 @@ type Router struct {
 	prop                             propagation.TextMapPropagator
 	publishSpanName, processSpanName string
 	callDurationResult               prometheus.Observer
+	subjectHeader                    bool
 
 	pub     atomic.Pointer[publisher] // nil while not connected
 	blocked atomic.Bool
@@ -104,6 +108,7 @@ func New(o Options) *Router {
 		metrics:            o.Metrics,
 		pending:            newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
 		notReady:           ErrNotConnected,
+		subjectHeader:      o.SubjectHeader,
 	}
 	o.Metrics.SetPendingFunc(r.Pending)
 	return r
@@ -162,6 +167,9 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, from
 	corrID := r.pending.correlationID(c)
 	pctx, pspan := r.startPublish(ctx, c, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
+	if r.subjectHeader {
+		headers["x-piped-subject"] = token
+	}
 	r.prop.Inject(pctx, AMQPHeaders(headers))
 
 	bp, _ := r.bufs.Get().(*[]byte)
