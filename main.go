@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/piped-dev/piped/auth"
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
 	"github.com/piped-dev/piped/lifecycle"
@@ -73,15 +74,27 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			log.Warn("flushing spans", "error", err)
 		}
 	}()
+	// In auth mode "jwt" the JWKS is fetched here, before the node listens:
+	// a node that cannot verify tokens does not start.
+	var verifier gateway.Verifier // nil: mode "none", the token is the address
+	if cfg.Auth.Mode == "jwt" {
+		v, err := auth.New(context.Background(), cfg.Auth, log)
+		if err != nil {
+			return fmt.Errorf("auth.mode \"jwt\": %w", err)
+		}
+		defer v.Close()
+		verifier = v
+	}
 	hub := gateway.NewHub()
 	router := routing.New(routing.Options{
-		NodeID:  cfg.Node.ID,
-		AMQP:    cfg.AMQP,
-		Timeout: cfg.Requests.Timeout,
-		Hub:     hub,
-		Logger:  log,
-		Metrics: metrics,
-		Tracing: tracing,
+		NodeID:        cfg.Node.ID,
+		AMQP:          cfg.AMQP,
+		Timeout:       cfg.Requests.Timeout,
+		Hub:           hub,
+		Logger:        log,
+		Metrics:       metrics,
+		Tracing:       tracing,
+		SubjectHeader: verifier != nil,
 	})
 	srv := gateway.New(gateway.Options{
 		NodeID:    cfg.Node.ID,
@@ -89,6 +102,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		Router:    router,
 		Readiness: router,
 		Hub:       hub,
+		Verifier:  verifier,
 		Logger:    log,
 		Metrics:   metrics,
 		Tracing:   tracing,
