@@ -77,13 +77,17 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	// In auth mode "jwt" the JWKS is fetched here, before the node listens:
 	// a node that cannot verify tokens does not start.
 	var verifier gateway.Verifier // nil: mode "none", the token is the address
-	if cfg.Auth.Mode == "jwt" {
+	switch cfg.Auth.Mode {
+	case "none":
+	case "jwt":
 		v, err := auth.New(context.Background(), cfg.Auth, log)
 		if err != nil {
 			return fmt.Errorf("auth.mode \"jwt\": %w", err)
 		}
 		defer v.Close()
 		verifier = v
+	default: // never silently without auth because of a typo
+		return fmt.Errorf("auth.mode %q: want \"none\" or \"jwt\"", cfg.Auth.Mode)
 	}
 	hub := gateway.NewHub()
 	router := routing.New(routing.Options{

@@ -23,6 +23,9 @@ import (
 // hash output (RFC 7518 section 3.2).
 const minSecretBytes = 32
 
+// maxLoggedKID bounds the part of a token's kid quoted in a refusal's reason.
+const maxLoggedKID = 64
+
 // JWT verifies JWTs. Verify may be called from any goroutine; it does no I/O.
 // Close stops the JWKS refresh.
 type JWT struct {
@@ -175,6 +178,9 @@ func (v *JWT) keyFunc(ctx context.Context) jwt.Keyfunc {
 		keys = append(keys, static...)
 		if len(keys) == 0 {
 			if kid, ok := t.Header["kid"].(string); ok {
+				if len(kid) > maxLoggedKID {
+					kid = kid[:maxLoggedKID] + "…"
+				}
 				return nil, fmt.Errorf("%w: no %s key with kid %q", ErrNoKey, alg, kid)
 			}
 			return nil, fmt.Errorf("%w: no %s key", ErrNoKey, alg)
