@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/piped-dev/piped/auth"
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
 	"github.com/piped-dev/piped/lifecycle"
@@ -104,15 +105,31 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 			log.Warn("flushing spans", "error", err)
 		}
 	}()
+	// In auth mode "jwt" the JWKS is fetched here, before the node listens:
+	// a node that cannot verify tokens does not start.
+	var verifier gateway.Verifier // nil: mode "none", the token is the address
+	switch cfg.Auth.Mode {
+	case "none":
+	case "jwt":
+		v, err := auth.New(context.Background(), cfg.Auth, log)
+		if err != nil {
+			return fmt.Errorf("auth.mode \"jwt\": %w", err)
+		}
+		defer v.Close()
+		verifier = v
+	default: // never silently without auth because of a typo
+		return fmt.Errorf("auth.mode %q: want \"none\" or \"jwt\"", cfg.Auth.Mode)
+	}
 	hub := gateway.NewHub()
 	router := routing.New(routing.Options{
-		NodeID:  cfg.Node.ID,
-		AMQP:    cfg.AMQP,
-		Routes:  routes,
-		Hub:     hub,
-		Logger:  log,
-		Metrics: metrics,
-		Tracing: tracing,
+		NodeID:        cfg.Node.ID,
+		AMQP:          cfg.AMQP,
+		Routes:        routes,
+		Hub:           hub,
+		Logger:        log,
+		Metrics:       metrics,
+		Tracing:       tracing,
+		SubjectHeader: verifier != nil,
 	})
 	srv := gateway.New(gateway.Options{
 		NodeID:    cfg.Node.ID,
@@ -121,6 +138,7 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 		Router:    router,
 		Readiness: router,
 		Hub:       hub,
+		Verifier:  verifier,
 		Logger:    log,
 		Metrics:   metrics,
 		Tracing:   tracing,

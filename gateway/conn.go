@@ -37,12 +37,13 @@ const maxPooledReadBuffer = 64 << 10
 // never block: they queue, bounded by ws.send_queue_bytes.
 type Conn struct {
 	// Set at construction.
-	ws     *websocket.Conn
-	token  string
-	id     string // unique across nodes and restarts: "<node id>.<16 hex digits>"
-	hub    *Hub
-	router Router
-	cfg    *connConfig
+	ws      *websocket.Conn
+	token   string    // the address: the path token, or the verified subject
+	expires time.Time // when the verified token expires; zero: never
+	id      string    // unique across nodes and restarts: "<node id>.<16 hex digits>"
+	hub     *Hub
+	router  Router
+	cfg     *connConfig
 
 	// Owned by the read loop.
 	bucket       tokenBucket   // ws.rate_per_second
@@ -63,6 +64,10 @@ type Conn struct {
 	// in between only its own callback re-arms it, and only while closing is
 	// nil, so no ping timer outlives the connection.
 	ping *time.Timer
+	// expiry, armed by serve only when expires is set and stopped by serve
+	// when the connection ends, closes the connection with 4003; it never
+	// re-arms itself.
+	expiry *time.Timer
 }
 
 // connConfig is shared by every connection of a server.
@@ -81,8 +86,8 @@ type connConfig struct {
 	readBufs       sync.Pool          // *[]byte
 }
 
-func newConn(ws *websocket.Conn, token string, hub *Hub, router Router, cfg *connConfig) *Conn {
-	c := &Conn{ws: ws, token: token, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg}
+func newConn(ws *websocket.Conn, ident Identity, hub *Hub, router Router, cfg *connConfig) *Conn {
+	c := &Conn{ws: ws, token: ident.Subject, expires: ident.Expires, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg}
 	c.bucket.setLimits(cfg.limits.Load())
 	return c
 }
@@ -299,6 +304,10 @@ func (c *Conn) serve(ctx context.Context) {
 	c.ws.SetPongHandler(func(string) error { return c.extendReadDeadline() })
 	c.mu.Lock()
 	c.ping = time.AfterFunc(c.cfg.pingInterval, c.onPingTimer) // its callback waits for mu
+	if !c.expires.IsZero() {
+		// An already passed expiry fires at once: the client hears 4003.
+		c.expiry = time.AfterFunc(time.Until(c.expires), func() { c.Close(DisconnectTokenExpired) })
+	}
 	c.mu.Unlock()
 
 	d := c.readLoop(ctx)
@@ -311,6 +320,9 @@ func (c *Conn) serve(ctx context.Context) {
 	}
 	c.queue, c.queued = nil, 0
 	c.ping.Stop() // with closing set, under mu: the callback cannot re-arm it
+	if c.expiry != nil {
+		c.expiry.Stop() // a callback already running finds closing set and does nothing
+	}
 	c.mu.Unlock()
 	cancel() // nothing can be answered any more: the router forgets our calls
 

@@ -40,6 +40,8 @@ var (
 	// DisconnectSlow: the client did not read fast enough and its send queue
 	// (ws.send_queue_bytes) overflowed.
 	DisconnectSlow = Disconnect{4008, "slow_client"}
+	// DisconnectTokenExpired: the verified token's expiry (Identity.Expires) passed while the connection was open.
+	DisconnectTokenExpired = Disconnect{4003, "token_expired"}
 	// DisconnectShutdown: the node is shutting down; reconnect (to another node).
 	DisconnectShutdown = Disconnect{websocket.CloseServiceRestart, "shutdown"}
 )

@@ -41,6 +41,28 @@ type Routes interface {
 	Lookup(method string) *route.Route
 }
 
+// Verifier checks the path token of /api/{token} before the upgrade (like
+// derp's verifyClient) and says which address the connection gets. It is
+// called on the upgrading request's goroutine, concurrently, with the
+// request's context; it must not block on the network (keys are fetched
+// ahead of time). An error refuses the upgrade with HTTP 401; its text is
+// logged at debug level and must not contain the token.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (Identity, error)
+}
+
+// Identity is who a verified token speaks for.
+type Identity struct {
+	// Subject is the connection's address: the hub registers the connection
+	// under it, calls carry it as "token", events and control messages
+	// address it. It must pass the same rules as a path token (charset and
+	// ws.token_max_length), else the upgrade is refused.
+	Subject string
+	// Expires, when not zero, is when the identity stops being valid: an
+	// open connection is closed then with 4003 (token_expired).
+	Expires time.Time
+}
+
 // Readiness says whether the node can take calls: nil, or the reason not.
 type Readiness interface {
 	Ready() error
@@ -56,9 +78,12 @@ type Options struct {
 	Router    Router
 	Readiness Readiness
 	Hub       *Hub
-	Logger    *slog.Logger
-	Metrics   *telemetry.Metrics
-	Tracing   *telemetry.Tracing // nil: no spans, client traceparent ignored
+	// Verifier checks path tokens; nil is mode "none": the token is an
+	// opaque session id and the connection's address.
+	Verifier Verifier
+	Logger   *slog.Logger
+	Metrics  *telemetry.Metrics
+	Tracing  *telemetry.Tracing // nil: no spans, client traceparent ignored
 }
 
 // Server is the HTTP side of a node: the client endpoint /api/{token} and
@@ -75,6 +100,7 @@ type Server struct {
 	cfg      *connConfig
 	ws       config.WS // the fields Limits does not cover
 	router   Router
+	verifier Verifier // nil: the token is the address
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
 }
@@ -91,12 +117,13 @@ func New(o Options) *Server {
 		routes = t
 	}
 	s := &Server{
-		hub:     o.Hub,
-		ready:   o.Readiness,
-		ws:      o.WS,
-		router:  o.Router,
-		log:     o.Logger,
-		metrics: o.Metrics,
+		hub:      o.Hub,
+		ready:    o.Readiness,
+		ws:       o.WS,
+		router:   o.Router,
+		verifier: o.Verifier,
+		log:      o.Logger,
+		metrics:  o.Metrics,
 		cfg: &connConfig{
 			nodeID:         o.NodeID,
 			maxMessage:     o.WS.MaxMessageBytes,
@@ -232,11 +259,17 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "node is at ws.max_connections")
 		return
 	}
+	id, ok := s.verify(r.Context(), token)
+	if !ok {
+		s.metrics.UpgradesRefused.WithLabelValues("auth").Inc()
+		writeJSONError(w, http.StatusUnauthorized, "invalid token")
+		return
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered the request
 	}
-	c := newConn(ws, token, s.hub, s.router, s.cfg)
+	c := newConn(ws, id, s.hub, s.router, s.cfg)
 	if err := s.hub.Add(c); err != nil {
 		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(DisconnectShutdown.Code, DisconnectShutdown.Reason), time.Now().Add(s.ws.WriteTimeout))
@@ -248,6 +281,25 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	// stack and its 4 KiB read and write buffers: an idle connection should
 	// hold only what it needs. The hub owns the goroutine (Close waits for it).
 	go c.serve(context.Background())
+}
+
+// verify returns the identity token stands for, or false when the verifier
+// refuses it or its subject is not a usable address. Why is logged at debug
+// level, never the token itself.
+func (s *Server) verify(ctx context.Context, token string) (Identity, bool) {
+	if s.verifier == nil {
+		return Identity{Subject: token}, true
+	}
+	id, err := s.verifier.Verify(ctx, token)
+	if err != nil {
+		s.log.Debug("upgrade refused: invalid token", "reason", err.Error())
+		return Identity{}, false
+	}
+	if why := validToken(id.Subject, s.ws.TokenMaxLength); why != "" {
+		s.log.Debug("upgrade refused: invalid token", "reason", "subject: "+strings.TrimPrefix(why, "token "))
+		return Identity{}, false
+	}
+	return id, true
 }
 
 // resetConnection takes the connection of w from net/http and closes it with

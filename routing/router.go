@@ -50,6 +50,9 @@ type Options struct {
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics
 	Tracing *telemetry.Tracing // nil: no spans and no trace propagation
+	// SubjectHeader adds the AMQP header x-piped-subject (the caller's
+	// token, which is a verified JWT subject in auth mode "jwt") to calls.
+	SubjectHeader bool
 }
 
 // Router publishes calls and dispatches the in-queue. Create it with New,
@@ -75,6 +78,7 @@ type Router struct {
 	processSpanName    string
 	callDurationResult prometheus.Observer
 	exchanges          exchangeMetas
+	subjectHeader      bool
 
 	pub     atomic.Pointer[publisher] // nil while not connected
 	blocked atomic.Bool
@@ -121,6 +125,7 @@ func New(o Options) *Router {
 		metrics:            o.Metrics,
 		pending:            newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
 		notReady:           ErrNotConnected,
+		subjectHeader:      o.SubjectHeader,
 	}
 	o.Metrics.SetPendingFunc(r.Pending)
 	return r
@@ -190,6 +195,9 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, rt *
 	meta := r.exchanges.get(r.metrics, rt.Exchange)
 	pctx, pspan := r.startPublish(ctx, c, meta, key, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
+	if r.subjectHeader {
+		headers["x-piped-subject"] = token
+	}
 	r.prop.Inject(pctx, AMQPHeaders(headers))
 
 	bp := r.getBuf()

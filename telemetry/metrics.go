@@ -21,7 +21,7 @@ type Metrics struct {
 	Connections prometheus.Gauge
 	// ConnectionsTotal counts accepted upgrades.
 	ConnectionsTotal prometheus.Counter
-	// UpgradesRefused counts refused upgrades by reason (bad_token, origin, max_connections, draining).
+	// UpgradesRefused counts refused upgrades by reason (bad_token, auth, origin, max_connections, draining).
 	UpgradesRefused *prometheus.CounterVec
 	// Disconnects counts closed connections by reason (the close reason set in gateway).
 	Disconnects *prometheus.CounterVec
