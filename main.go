@@ -28,6 +28,14 @@ import (
 	"github.com/piped-dev/piped/telemetry"
 )
 
+// The router carries out the gateway's lifecycle hooks and lists the hub's
+// connections for $presence.
+var (
+	_ gateway.Notifier    = (*routing.Router)(nil)
+	_ gateway.Authorizer  = (*routing.Router)(nil)
+	_ routing.Connections = (*gateway.Hub)(nil)
+)
+
 func main() {
 	os.Exit(run())
 }
@@ -92,6 +100,10 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		Logger:    log,
 		Metrics:   metrics,
 		Tracing:   tracing,
+		// Notices and authorization only as [lifecycle] turns them on.
+		Lifecycle:  cfg.Lifecycle,
+		Notifier:   router,
+		Authorizer: router,
 	})
 
 	// The client port, and the internal one when configured.
@@ -121,6 +133,10 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
 	broker := lifecycle.Go(router.Run)
+	var presence *lifecycle.Task // $presence rounds, stopped after the drain
+	if every := cfg.Lifecycle.RefreshInterval; every > 0 {
+		presence = lifecycle.Go(func(ctx context.Context) error { return router.RunPresence(ctx, every, hub) })
+	}
 	httpFailed := make(chan error, len(servers))
 	plan := &lifecycle.Plan{
 		Hub:           hub,
@@ -163,6 +179,11 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	defer cancel()
 	if err := plan.Shutdown(shutdownCtx); err != nil && runErr == nil {
 		runErr = err
+	}
+	if presence != nil {
+		if err := presence.Stop(shutdownCtx); err != nil {
+			log.Warn("stopping presence notices", "error", err)
+		}
 	}
 	log.Info("piped node stopped")
 	return runErr
