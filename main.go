@@ -31,9 +31,15 @@ import (
 	"github.com/piped-dev/piped/telemetry"
 )
 
-// The hub carries out what routing dispatches: results, events and
-// control messages.
-var _ routing.Hub = (*gateway.Hub)(nil)
+// The hub carries out what routing dispatches (results, events and control
+// messages) and lists its connections for $presence; the router carries out
+// the gateway's lifecycle hooks.
+var (
+	_ routing.Hub         = (*gateway.Hub)(nil)
+	_ routing.Connections = (*gateway.Hub)(nil)
+	_ gateway.Notifier    = (*routing.Router)(nil)
+	_ gateway.Authorizer  = (*routing.Router)(nil)
+)
 
 func main() {
 	os.Exit(run())
@@ -142,6 +148,10 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 		Logger:    log,
 		Metrics:   metrics,
 		Tracing:   tracing,
+		// Notices and authorization only as [lifecycle] turns them on.
+		Lifecycle:  cfg.Lifecycle,
+		Notifier:   router,
+		Authorizer: router,
 	})
 
 	// The client port, and the internal one when configured.
@@ -173,6 +183,10 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 	broker := lifecycle.Go(router.Run)
 	ro.Routes, ro.Limits = router, srv
 	reloads := lifecycle.Go(reload.New(ro).Run)
+	var presence *lifecycle.Task // $presence rounds, stopped after the drain
+	if every := cfg.Lifecycle.RefreshInterval; every > 0 {
+		presence = lifecycle.Go(func(ctx context.Context) error { return router.RunPresence(ctx, every, hub) })
+	}
 	httpFailed := make(chan error, len(servers))
 	plan := &lifecycle.Plan{
 		Hub:           hub,
@@ -216,6 +230,11 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 	_ = reloads.Stop(shutdownCtx) // no reload during the drain (SIGHUP stays caught and ignored)
 	if err := plan.Shutdown(shutdownCtx); err != nil && runErr == nil {
 		runErr = err
+	}
+	if presence != nil {
+		if err := presence.Stop(shutdownCtx); err != nil {
+			log.Warn("stopping presence notices", "error", err)
+		}
 	}
 	log.Info("piped node stopped")
 	return runErr

@@ -83,6 +83,7 @@ type connConfig struct {
 	log            *slog.Logger
 	metrics        *telemetry.Metrics
 	tracing        *telemetry.Tracing // may be nil
+	disconnect     Notifier           // nil: no $disconnect notices
 	readBufs       sync.Pool          // *[]byte
 }
 
@@ -332,6 +333,9 @@ func (c *Conn) serve(ctx context.Context) {
 	}
 	c.cut()
 	c.hub.Remove(c)
+	if n := c.cfg.disconnect; n != nil {
+		n.NotifyDisconnect(context.WithoutCancel(ctx), c.token, c.id, d.Code, d.Reason)
+	}
 	m.Connections.Dec()
 	m.Disconnects.WithLabelValues(d.Reason).Inc()
 	if d != DisconnectNormal && d != DisconnectShutdown && d != DisconnectGone {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"iter"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,31 @@ func (h *Hub) each(f func(*Conn)) {
 	}
 	for _, c := range list {
 		f(c)
+	}
+}
+
+// Connections returns a snapshot of the registered connections, one shard
+// at a time: the sequence yields the token and id of each, outside the
+// hub's locks (for $presence notices). A connection added or removed
+// meanwhile may or may not be listed.
+func (h *Hub) Connections() iter.Seq2[string, string] {
+	return func(yield func(token, connID string) bool) {
+		var list []*Conn
+		for i := range h.shards {
+			s := &h.shards[i]
+			s.mu.RLock()
+			for _, cs := range s.conns {
+				list = append(list, cs...)
+			}
+			s.mu.RUnlock()
+			for _, c := range list {
+				if !yield(c.token, c.id) {
+					return
+				}
+			}
+			clear(list)
+			list = list[:0]
+		}
 	}
 }
 

@@ -84,6 +84,12 @@ type Options struct {
 	Logger   *slog.Logger
 	Metrics  *telemetry.Metrics
 	Tracing  *telemetry.Tracing // nil: no spans, client traceparent ignored
+	// Lifecycle says which connection notices to send and whether to
+	// authorize connections; Notifier and Authorizer carry them out (nil:
+	// none, whatever Lifecycle says).
+	Lifecycle  config.Lifecycle
+	Notifier   Notifier
+	Authorizer Authorizer
 }
 
 // Server is the HTTP side of a node: the client endpoint /api/{token} and
@@ -101,6 +107,7 @@ type Server struct {
 	ws       config.WS // the fields Limits does not cover
 	router   Router
 	verifier Verifier // nil: the token is the address
+	hooks    lifecycleHooks
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
 }
@@ -122,6 +129,7 @@ func New(o Options) *Server {
 		ws:       o.WS,
 		router:   o.Router,
 		verifier: o.Verifier,
+		hooks:    newLifecycleHooks(o),
 		log:      o.Logger,
 		metrics:  o.Metrics,
 		cfg: &connConfig{
@@ -138,6 +146,7 @@ func New(o Options) *Server {
 		},
 	}
 	s.SetLimits(LimitsOf(o.WS))
+	s.cfg.disconnect = s.hooks.disconnect
 	s.upgrader = websocket.Upgrader{
 		// A small read buffer of its own (the server's 4 KiB one is let go),
 		// and write buffers borrowed from a pool only while writing: an idle
@@ -186,6 +195,15 @@ func (s *Server) ClientHandler() http.Handler { return s.client }
 func (s *Server) InternalHandler() http.Handler { return s.internal }
 
 func (s *Server) checkOrigin(r *http.Request) bool {
+	if s.originAllowed(r) {
+		return true
+	}
+	s.metrics.UpgradesRefused.WithLabelValues("origin").Inc()
+	return false
+}
+
+// originAllowed reports whether the request's Origin is in ws.allowed_origins.
+func (s *Server) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" || slices.Contains(s.ws.AllowedOrigins, "*") {
 		return true
@@ -195,7 +213,6 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 			return true
 		}
 	}
-	s.metrics.UpgradesRefused.WithLabelValues("origin").Inc()
 	return false
 }
 
@@ -265,16 +282,34 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusUnauthorized, "invalid token")
 		return
 	}
+	token = id.Subject    // the address from here on: a raw JWT goes no further
+	var authorized string // the connection id the backend allowed
+	if s.hooks.authorizer != nil {
+		var ok bool
+		if authorized, ok = s.authorize(w, r, token); !ok {
+			return // answered
+		}
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.notOpened(r.Context(), token, authorized)
 		return // the upgrader answered the request
 	}
 	c := newConn(ws, id, s.hub, s.router, s.cfg)
+	if authorized != "" {
+		c.id = authorized // the id the backend knows, before anyone sees c
+	}
 	if err := s.hub.Add(c); err != nil {
 		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(DisconnectShutdown.Code, DisconnectShutdown.Reason), time.Now().Add(s.ws.WriteTimeout))
 		_ = ws.Close()
+		if authorized != "" && s.hooks.disconnect != nil {
+			s.hooks.disconnect.NotifyDisconnect(r.Context(), token, c.id, DisconnectShutdown.Code, DisconnectShutdown.Reason)
+		}
 		return
+	}
+	if s.hooks.connect != nil {
+		s.hooks.connect.NotifyConnect(r.Context(), token, c.id)
 	}
 	// The read loop gets a goroutine of its own and this handler returns, so
 	// that net/http's connection goroutine ends and lets go of its grown

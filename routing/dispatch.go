@@ -153,6 +153,12 @@ func (d *dispatcher) match(del *amqp.Delivery, in *protocol.Inbound) (*call, str
 	if c := r.pending.takeByKey(in.Token, in.ID, in.Method); c != nil {
 		return c, "match"
 	}
+	if in.Method == "" && in.ID != nil {
+		// An answer to $connect (lifecycle.authorize) need not name the method.
+		if c := r.pending.takeByKey(in.Token, in.ID, protocol.MethodConnect); c != nil {
+			return c, "match"
+		}
+	}
 	if del.Redelivered {
 		return nil, "redelivered"
 	}

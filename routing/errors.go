@@ -21,6 +21,10 @@ var (
 	// broker to read it for longer than amqp.confirm_timeout (a stopped or
 	// overloaded broker, a full network path).
 	ErrStalled = errors.New("routing: broker stopped reading publishes")
+	// ErrNoVerdict is wrapped by Router.Authorize's error when the backend's
+	// answer to $connect did not come: the broker is not connected or
+	// refused the call, or the wait ended (lifecycle.authorize_timeout).
+	ErrNoVerdict = errors.New("routing: no answer from the authorization backend")
 	// ErrStopped is the readiness reason once the router was stopped.
 	ErrStopped = errors.New("routing: stopped")
 )

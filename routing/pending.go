@@ -40,6 +40,10 @@ type call struct {
 	start  time.Time
 	span   trace.Span  // the call's span, ended with its answer
 	timer  *time.Timer // guarded by shard.mu
+	// notice marks a lifecycle notice (Router.Notify): published like a
+	// call but never pending, with no shard and no answer; the publisher
+	// reports its outcome to Router.noticeDone instead.
+	notice bool
 
 	// Guarded by shard.mu.
 	done     bool

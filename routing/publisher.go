@@ -146,14 +146,24 @@ func (p *publisher) publish(j *pubJob) {
 		}
 		return
 	}
-	p.r.metrics.Calls.Inc()
-	j.calls.Inc()
+	if !j.c.notice {
+		p.r.metrics.Calls.Inc()
+		j.calls.Inc()
+	}
 }
 
+// reasonNack is why a call the broker refused fails.
+const reasonNack = "the broker refused the call (nack)"
+
 // fail ends the publish span of a call that will not be confirmed and
-// answers the call c "unavailable" if it is still pending.
+// answers the call c "unavailable" if it is still pending; a notice's
+// failure is counted and logged instead.
 func (p *publisher) fail(c *call, span trace.Span, reason string) {
 	endError(span, protocol.CodeUnavailable)
+	if c.notice {
+		p.r.noticeFailed(c, reason)
+		return
+	}
 	if p.r.pending.take(c) {
 		p.r.answerError(c, protocol.CodeUnavailable, reason)
 	}
@@ -267,10 +277,13 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 			}
 			p.r.metrics.ConfirmDuration.Observe(time.Since(u.at).Seconds())
 			if !conf.Ack {
-				p.fail(u.c, u.span, "the broker refused the call (nack)")
+				p.fail(u.c, u.span, reasonNack)
 				continue
 			}
 			u.span.End()
+			if u.c.notice {
+				p.r.noticeDone(u.c, noticeConfirmed)
+			}
 		case now := <-tick.C:
 			p.mu.Lock()
 			late := p.expiredLocked(now.Add(-p.r.confirmTimeout))

@@ -21,7 +21,8 @@ type Metrics struct {
 	Connections prometheus.Gauge
 	// ConnectionsTotal counts accepted upgrades.
 	ConnectionsTotal prometheus.Counter
-	// UpgradesRefused counts refused upgrades by reason (bad_token, auth, origin, max_connections, draining).
+	// UpgradesRefused counts refused upgrades by reason (bad_token, auth, origin, max_connections, draining,
+	// unauthorized, authorize_timeout).
 	UpgradesRefused *prometheus.CounterVec
 	// Disconnects counts closed connections by reason (the close reason set in gateway).
 	Disconnects *prometheus.CounterVec
@@ -59,6 +60,9 @@ type Metrics struct {
 	Ready prometheus.Gauge
 	// BrokerBlocked is 1 while the broker blocks publishing (resource alarm).
 	BrokerBlocked prometheus.Gauge
+	// Notices counts lifecycle notices by method ($connect, $disconnect,
+	// $presence) and result (confirmed, nack, unavailable).
+	Notices *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics on a registry of their own, together with
@@ -104,6 +108,8 @@ func NewMetrics() *Metrics {
 			Name: "piped_ready", Help: "1 while the node is connected, has its topology and consumes its in-queue."}),
 		BrokerBlocked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "piped_broker_blocked", Help: "1 while the broker blocks publishing (memory or disk alarm)."}),
+		Notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_notices_total", Help: "Lifecycle notices, by method and result (confirmed, nack, unavailable)."}, []string{"method", "result"}),
 	}
 	f(m.Connections)
 	f(m.ConnectionsTotal)
@@ -124,6 +130,7 @@ func NewMetrics() *Metrics {
 	f(m.BrokerReconnects)
 	f(m.Ready)
 	f(m.BrokerBlocked)
+	f(m.Notices)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
