@@ -716,7 +716,7 @@ func TestValidate(t *testing.T) {
 		{"lifecycle.authorize_timeout zero", "lifecycle.authorize_timeout", func(c *Config) { c.Lifecycle.AuthorizeTimeout = 0 }, "greater than 0"},
 		{"lifecycle.authorize_failure", "lifecycle.authorize_failure", func(c *Config) { c.Lifecycle.AuthorizeFailure = "retry" }, "deny, allow"},
 		{"lifecycle.refresh_interval negative", "lifecycle.refresh_interval", func(c *Config) { c.Lifecycle.RefreshInterval = -time.Second }, ""},
-		{"lifecycle.refresh_interval sub-second", "lifecycle.refresh_interval", func(c *Config) { c.Lifecycle.RefreshInterval = 30 * time.Millisecond }, "at least 1s"},
+		{"lifecycle.refresh_interval below 100ms", "lifecycle.refresh_interval", func(c *Config) { c.Lifecycle.RefreshInterval = 30 * time.Millisecond }, "at least 100ms"},
 		{"auth.mode", "auth.mode", func(c *Config) { c.Auth.Mode = "oauth" }, "none, jwt"},
 		{"auth.mode jwt without a key", "auth.mode", func(c *Config) { c.Auth.Mode = "jwt" }, "auth.jwt_secret"},
 		{"auth.jwt_secret without jwt mode", "auth.jwt_secret", func(c *Config) { c.Auth.JWTSecret = "s3cret" }, `auth.mode = "jwt"`},
