@@ -407,3 +407,66 @@ func TestLifecyclePresence(t *testing.T) {
 		t.Fatalf("after the close a round lists %v, want %v", got, want)
 	}
 }
+
+// A route whose pattern starts with "$" takes the lifecycle notices: they
+// reach the route's exchange with the method as routing key (the default
+// "{method}"), and nothing reaches the node's out-queue, while calls still
+// take the default route.
+func TestLifecycleNoticesThroughRoute(t *testing.T) {
+	t.Parallel()
+	ex := h.UniqueID("presence")
+	deleteExchangeAtEnd(t, ex)
+	n := h.StartNode(t, h.WithConfig(t, `
+[lifecycle]
+connect = true
+disconnect = true
+
+[[routes]]
+match = "$*"
+exchange = "`+ex+`"
+declare = true
+type = "topic"
+`))
+	ch := h.Channel(t)
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"$connect", "$disconnect"} {
+		if err := ch.QueueBind(q.Name, key, ex, false, nil); err != nil {
+			t.Fatalf("bind %s: %v", key, err)
+		}
+	}
+	ds, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := outQueue(t, n)
+	token := h.UniqueID("tok")
+
+	c := h.Dial(t, n, token)
+	conn := nextNotice(t, ds, "$connect", wait)
+	if conn.d.Exchange != ex || conn.d.RoutingKey != "$connect" || conn.Token != token || !connIDOf(n).MatchString(conn.Connection) {
+		t.Fatalf("$connect through the route: exchange %q key %q %s", conn.d.Exchange, conn.d.RoutingKey, conn.d.Body)
+	}
+	c.Send(t, `{"id":1,"method":"user.get"}`)
+	select {
+	case call := <-out:
+		var m struct{ Method string }
+		if json.Unmarshal(call.Body, &m); m.Method != "user.get" {
+			t.Fatalf("queue-out got %s, want only the call", call.Body)
+		}
+	case <-time.After(wait):
+		t.Fatal("the call did not reach queue-out (the default route)")
+	}
+	_ = c.WS.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"))
+	disc := nextNotice(t, ds, "$disconnect", wait)
+	if disc.d.Exchange != ex || disc.Connection != conn.Connection || disc.Code != 1000 {
+		t.Fatalf("$disconnect through the route: exchange %q %s", disc.d.Exchange, disc.d.Body)
+	}
+	select {
+	case m := <-out:
+		t.Fatalf("queue-out got %s after the call; notices must take their route", m.Body)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
