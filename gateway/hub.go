@@ -112,16 +112,21 @@ func (h *Hub) Broadcast(token string, msg []byte) int {
 func (h *Hub) each(f func(*Conn)) {
 	var list []*Conn
 	for i := range h.shards {
-		s := &h.shards[i]
-		s.mu.RLock()
-		for _, cs := range s.conns {
-			list = append(list, cs...)
-		}
-		s.mu.RUnlock()
+		list = h.shards[i].appendTo(list)
 	}
 	for _, c := range list {
 		f(c)
 	}
+}
+
+// appendTo appends the shard's connections to list under its read lock.
+func (s *hubShard) appendTo(list []*Conn) []*Conn {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, cs := range s.conns {
+		list = append(list, cs...)
+	}
+	return list
 }
 
 // Connections returns a snapshot of the registered connections, one shard
@@ -132,19 +137,13 @@ func (h *Hub) Connections() iter.Seq2[string, string] {
 	return func(yield func(token, connID string) bool) {
 		var list []*Conn
 		for i := range h.shards {
-			s := &h.shards[i]
-			s.mu.RLock()
-			for _, cs := range s.conns {
-				list = append(list, cs...)
-			}
-			s.mu.RUnlock()
+			list = h.shards[i].appendTo(list[:0])
 			for _, c := range list {
 				if !yield(c.token, c.id) {
 					return
 				}
 			}
 			clear(list)
-			list = list[:0]
 		}
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/piped-dev/piped/protocol"
 )
 
@@ -52,7 +50,6 @@ func (r *Router) Authorize(ctx context.Context, token, connID string) (allow boo
 	answer := make(verdictAnswer, 1)
 	id, _ := json.Marshal(connID) // a string always marshals
 	rt := r.routes.Load().ForNotice(protocol.MethodConnect)
-	key := rt.RoutingKey(protocol.MethodConnect)
 	c := &call{from: answer, token: token, id: id, method: protocol.MethodConnect, rt: rt, start: time.Now()}
 	ctx = r.startCall(ctx, c)
 	p := r.pub.Load()
@@ -71,24 +68,10 @@ func (r *Router) Authorize(ctx context.Context, token, connID string) (allow boo
 	r.pending.assign(c)
 	r.pending.dropOnDone(ctx, c, func(c *call) { endError(c.span, codeAuthorizeGaveUp) })
 	corrID := r.pending.correlationID(c)
-	meta := r.exchanges.get(r.metrics, rt.Exchange)
-	pctx, pspan := r.startPublish(ctx, c, meta, key, corrID)
-	headers := amqp.Table{"x-piped-node": r.nodeID}
-	r.prop.Inject(pctx, AMQPHeaders(headers))
-	bp := r.getBuf()
-	j := &pubJob{c: c, span: pspan, buf: bp, exchange: rt.Exchange, key: key, calls: meta.calls, msg: amqp.Publishing{
-		ContentType:   "application/json",
-		CorrelationId: corrID,
-		MessageId:     corrID,
-		ReplyTo:       r.topo.QueueIn,
-		Timestamp:     c.start,
-		Expiration:    expiration,
-		AppId:         "piped",
-		Headers:       headers,
-		Body:          protocol.AppendConnectNotice((*bp)[:0], token, r.nodeID, connID, true),
-	}}
+	j := r.newCallJob(ctx, c, corrID, expiration)
+	j.msg.Body = protocol.AppendConnectNotice(j.msg.Body, token, r.nodeID, connID, true)
 	if why := p.enqueue(j, c.start); why != "" {
-		endError(pspan, protocol.CodeUnavailable)
+		endError(j.span, protocol.CodeUnavailable)
 		r.putBuf(j)
 		if r.pending.take(c) { // unregisters the drop from ctx
 			endError(c.span, protocol.CodeUnavailable)

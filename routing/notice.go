@@ -7,9 +7,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.opentelemetry.io/otel/attribute"
-	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
 )
@@ -69,7 +66,7 @@ func (r *Router) notify(ctx context.Context, method string, body func(dst []byte
 	key := rt.RoutingKey(method)
 	c := &call{notice: true, method: method, rt: rt, start: now}
 	msgID := r.pending.prefix + "notice-" + strconv.FormatUint(r.pending.counter.Add(1), 36)
-	pctx, span := r.startNoticePublish(ctx, c, r.exchanges.get(r.metrics, rt.Exchange), key, msgID)
+	pctx, span := r.startPublish(ctx, c, r.exchanges.get(r.metrics, rt.Exchange), key, msgID)
 	c.span = span
 	headers := amqp.Table{"x-piped-node": r.nodeID}
 	r.prop.Inject(pctx, AMQPHeaders(headers))
@@ -82,49 +79,11 @@ func (r *Router) notify(ctx context.Context, method string, body func(dst []byte
 		Headers:     headers,
 		Body:        body((*bp)[:0]),
 	}}
-	if reason := p.enqueueNotice(j, now); reason != "" {
+	if reason := p.enqueue(j, now); reason != "" {
 		endError(span, protocol.CodeUnavailable)
 		r.putBuf(j)
 		r.noticeDropped(method, reason)
 	}
-}
-
-// enqueueNotice queues the notice j for the writer and never blocks; it
-// refuses j, saying why, where enqueue would refuse a call. A notice is
-// not made pending.
-func (p *publisher) enqueueNotice(j *pubJob, now time.Time) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch {
-	case p.closed:
-		return "the broker is not connected"
-	case p.stalled(now):
-		return "the broker stopped reading publishes"
-	case len(p.jobs) == cap(p.jobs): // only enqueue and enqueueNotice send, under mu
-		return "the node's publish queue is full"
-	}
-	p.jobs <- j
-	return ""
-}
-
-// startNoticePublish starts the PRODUCER span of publishing a notice on
-// c's route.
-func (r *Router) startNoticePublish(ctx context.Context, c *call, meta *exchangeMeta, key, msgID string) (context.Context, trace.Span) {
-	ctx, span := r.tracer.Start(ctx, meta.publishSpan, trace.WithSpanKind(trace.SpanKindProducer))
-	if span.IsRecording() {
-		span.SetAttributes(
-			semconv.MessagingSystemRabbitMQ,
-			semconv.MessagingOperationTypeSend,
-			semconv.MessagingOperationName("publish"),
-			semconv.MessagingDestinationName(c.rt.Exchange),
-			semconv.MessagingRabbitMQDestinationRoutingKey(key),
-			semconv.MessagingMessageID(msgID),
-			semconv.RPCMethod(c.method),
-			attribute.String("piped.node_id", r.nodeID),
-			attribute.String("piped.route", c.rt.Name),
-		)
-	}
-	return ctx, span
 }
 
 // noticeDone counts a notice that reached its end with result.

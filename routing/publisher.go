@@ -77,8 +77,8 @@ func newPublisher(r *Router, ch pubChannel) *publisher {
 	return &publisher{r: r, ch: ch, jobs: make(chan *pubJob, publishQueueSize), done: make(chan struct{})}
 }
 
-// enqueue makes the assigned call j.c pending and queues j for the writer;
-// it never blocks. Inserting and queueing under mu keeps the pending table
+// enqueue makes the assigned call j.c pending (unless it is a notice,
+// which is never pending) and queues j for the writer; it never blocks. Inserting and queueing under mu keeps the pending table
 // in queue order, which is publish order, which is the order in which a
 // backend that does not copy correlation ids answers. When the call cannot
 // be queued it returns why, and j.c was not made pending.
@@ -93,7 +93,9 @@ func (p *publisher) enqueue(j *pubJob, now time.Time) string {
 	case len(p.jobs) == cap(p.jobs): // only enqueue sends, under mu: a send now cannot block
 		return "the node's publish queue is full"
 	}
-	p.r.pending.insert(j.c, j.c.rt.Timeout, p.r.expire)
+	if !j.c.notice {
+		p.r.pending.insert(j.c, j.c.rt.Timeout, p.r.expire)
+	}
 	p.jobs <- j
 	return ""
 }

@@ -191,32 +191,40 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, rt *
 	r.pending.assign(c)
 	r.pending.dropOnDone(ctx, c, r.abandon)
 	corrID := r.pending.correlationID(c)
-	key := rt.RoutingKey(c.method)
-	meta := r.exchanges.get(r.metrics, rt.Exchange)
-	pctx, pspan := r.startPublish(ctx, c, meta, key, corrID)
+	j := r.newCallJob(ctx, c, corrID, rt.Expiration)
+	j.msg.Body = protocol.AppendCall(j.msg.Body, f, token)
+	if reason := p.enqueue(j, c.start); reason != "" {
+		endError(j.span, protocol.CodeUnavailable)
+		r.putBuf(j)
+		r.answerError(c, protocol.CodeUnavailable, reason)
+	}
+}
+
+// newCallJob returns the publish job of the assigned call c, whose
+// correlation id is corrID, on c's route: its PRODUCER span, its headers
+// (node, subject, trace context) and the properties every call carries;
+// msg.Body is an empty buffer from the pool for the caller to fill.
+func (r *Router) newCallJob(ctx context.Context, c *call, corrID, expiration string) *pubJob {
+	key := c.rt.RoutingKey(c.method)
+	meta := r.exchanges.get(r.metrics, c.rt.Exchange)
+	pctx, span := r.startPublish(ctx, c, meta, key, corrID)
 	headers := amqp.Table{"x-piped-node": r.nodeID}
 	if r.subjectHeader {
-		headers["x-piped-subject"] = token
+		headers["x-piped-subject"] = c.token
 	}
 	r.prop.Inject(pctx, AMQPHeaders(headers))
-
 	bp := r.getBuf()
-	j := &pubJob{c: c, span: pspan, buf: bp, exchange: rt.Exchange, key: key, calls: meta.calls, msg: amqp.Publishing{
+	return &pubJob{c: c, span: span, buf: bp, exchange: c.rt.Exchange, key: key, calls: meta.calls, msg: amqp.Publishing{
 		ContentType:   "application/json",
 		CorrelationId: corrID,
 		MessageId:     corrID,
 		ReplyTo:       r.topo.QueueIn,
 		Timestamp:     c.start,
-		Expiration:    rt.Expiration,
+		Expiration:    expiration,
 		AppId:         "piped",
 		Headers:       headers,
-		Body:          protocol.AppendCall((*bp)[:0], f, token),
+		Body:          (*bp)[:0],
 	}}
-	if reason := p.enqueue(j, c.start); reason != "" {
-		endError(pspan, protocol.CodeUnavailable)
-		r.putBuf(j)
-		r.answerError(c, protocol.CodeUnavailable, reason)
-	}
 }
 
 // getBuf returns a body buffer from the pool (see putBuf).

@@ -53,9 +53,10 @@ func (r *Router) startCall(ctx context.Context, c *call) context.Context {
 	return ctx
 }
 
-// startPublish starts the PRODUCER span of publishing c on its route, to
+// startPublish starts the PRODUCER span of publishing c (a call or a
+// notice, whose message id is msgID) on its route, to
 // the exchange of meta with routing key key.
-func (r *Router) startPublish(ctx context.Context, c *call, meta *exchangeMeta, key, corrID string) (context.Context, trace.Span) {
+func (r *Router) startPublish(ctx context.Context, c *call, meta *exchangeMeta, key, msgID string) (context.Context, trace.Span) {
 	ctx, span := r.tracer.Start(ctx, meta.publishSpan, trace.WithSpanKind(trace.SpanKindProducer))
 	if span.IsRecording() {
 		span.SetAttributes(
@@ -64,11 +65,15 @@ func (r *Router) startPublish(ctx context.Context, c *call, meta *exchangeMeta, 
 			semconv.MessagingOperationName("publish"),
 			semconv.MessagingDestinationName(c.rt.Exchange),
 			semconv.MessagingRabbitMQDestinationRoutingKey(key),
-			semconv.MessagingMessageID(corrID),
-			semconv.MessagingMessageConversationID(corrID),
+			semconv.MessagingMessageID(msgID),
 			attribute.String("piped.node_id", r.nodeID),
 			attribute.String("piped.route", c.rt.Name),
 		)
+		if c.notice {
+			span.SetAttributes(semconv.RPCMethod(c.method))
+		} else {
+			span.SetAttributes(semconv.MessagingMessageConversationID(msgID)) // a call's message id is its correlation id
+		}
 	}
 	return ctx, span
 }
