@@ -15,7 +15,7 @@ import (
 // Limits on the keys of issue 8.
 const (
 	minRefreshInterval = 100 * time.Millisecond // "1" or "10ns" is a typo; tests use a few hundred ms
-	maxRoutingKeyLen   = 255         // AMQP short string
+	maxRoutingKeyLen   = 255                    // AMQP short string
 )
 
 // The routing_key placeholders.
