@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 # one package at a time.
 FAULTS_DIR  := test/faults
 FAULTS_TAGS := faults
-FUZZ_TARGETS := FuzzParseFrame FuzzParseInbound FuzzCanonicalID
+FUZZ_TARGETS := FuzzParseFrame FuzzParseInbound FuzzParseControl FuzzCanonicalID
 FUZZ_PKG     := ./protocol
 
 # The steps of `test` must run in order, even under make -j.
