@@ -55,6 +55,7 @@ export type LocalErrorCode =
   | "queue_full"
   | "payload_too_large"
   | "token_failed"
+  | "connect_failed"
   | "bad_frame";
 
 /** The node's error codes (docs/protocol.md). */
@@ -123,7 +124,7 @@ export interface LifecycleHandlers {
   open: (info: OpenInfo) => void;
   close: (info: CloseInfo) => void;
   reconnecting: (info: ReconnectingInfo) => void;
-  /** Error frames for no call of this client, and the client's own errors (token_failed, bad_frame). */
+  /** Error frames for no call of this client, and the client's own errors (token_failed, connect_failed, bad_frame). */
   error: (err: PipedError) => void;
   /** Every event from the node, whatever its name. */
   event: (name: string, payload: unknown, frame: ServerFrame) => void;

@@ -37,7 +37,7 @@ const STOP_CODES = new Set([1000, 1008, 3000, 3003, 4001, 4003]);
  * PipedError is what a call rejects with and what "error" handlers get.
  * code is the node's error code ("bad_request", "timeout", …) or one of the
  * client's own: "timeout", "disconnected", "closed", "queue_full",
- * "payload_too_large", "token_failed". sent says whether the call reached
+ * "payload_too_large", "token_failed", "connect_failed", "bad_frame". sent says whether the call reached
  * the socket (if it did, the backend may have carried it out).
  */
 export class PipedError extends Error {
@@ -75,6 +75,7 @@ export class Piped {
     if (opts.whenDisconnected !== "wait" && opts.whenDisconnected !== "fail") {
       throw new TypeError(`piped: whenDisconnected must be "wait" or "fail", got ${opts.whenDisconnected}`);
     }
+    buildURL(opts.url, "t"); // throws now for a URL that can never work
     this.options = opts;
     this._WebSocket = opts.WebSocket ?? globalThis.WebSocket;
     if (typeof this._WebSocket !== "function") {
@@ -214,7 +215,15 @@ export class Piped {
       return;
     }
     if (this._state === "closed") return; // closed while the token was fetched
-    const ws = new this._WebSocket(url);
+    let ws;
+    try {
+      ws = new this._WebSocket(url);
+    } catch (err) {
+      this._emit("error", new PipedError("connect_failed", `piped: WebSocket: ${err?.message ?? err}`));
+      this._failedOpens++;
+      this._afterClose({ code: 1006, reason: "WebSocket constructor failed", wasClean: false }, false);
+      return;
+    }
     this._ws = ws;
     this._opened = false;
     ws.onopen = () => this._ws === ws && this._onOpen();

@@ -5,8 +5,10 @@
 //
 // It talks with the Go test in lines: it prints "piped-browser: stop-node"
 // when the page is connected and waits for "stopped" on its standard input
-// (the Go test stops the node the page is connected to). Every other line it
-// prints starts with "piped-browser: "; it exits 0 when every check passed.
+// (the Go test stops the node the page is connected to), then
+// "piped-browser: disconnect" and waits for "sent" (the Go test has published
+// a disconnect control message for the token). Every other line it prints
+// starts with "piped-browser: "; it exits 0 when every check passed.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -111,7 +113,38 @@ try {
   await waitCount("[data-kind=error][data-code=bad_request][data-method='$reserved']", 1, "the bad_request error");
   log("rejected call shows bad_request");
 
-  if ((await page.locator("#state").innerText()) !== "open") throw new Error("the state is not open at the end");
+  if ((await page.locator("#state").innerText()) !== "open") throw new Error("the state is not open before the disconnect");
+
+  // 5. The backend logs the token out (disconnect, 4001): the client stops,
+  // and a call is refused locally with "closed".
+  log("disconnect");
+  await expectLine("sent");
+  await waitCount("[data-kind=close][data-code='4001'][data-will-reconnect=false]", 1, "close 4001 (stopped)");
+  await page.click("#call");
+  await waitCount("[data-kind=error][data-code=closed][data-method=hello]", 1, "the call after 4001 rejected with closed");
+  if ((await page.locator("#state").innerText()) !== "closed") throw new Error("the state is not closed after 4001");
+  log("4001 stopped the client");
+
+  // 6. An upgrade the node refuses (400, a bad token) is a 1006 before open
+  // in a browser: the client retries maxFailedOpens times, then gives up.
+  const wsBase = wsURL.replace(/\/api\/.*$/, "");
+  const closes = await page.evaluate(async (url) => {
+    const { Piped } = await import("./piped.js");
+    return new Promise((resolve) => {
+      const p = new Piped({ url, token: "bad token!", maxFailedOpens: 3, minDelay: 20, maxDelay: 50 });
+      const seen = [];
+      p.on("close", (info) => {
+        seen.push(info);
+        if (!info.willReconnect) resolve(seen);
+      });
+    });
+  }, wsBase);
+  const summary = closes.map((c) => `${c.code}/${c.opened ? "opened" : "before open"}/${c.willReconnect ? "retry" : c.gaveUp ? "gave up" : "stop"}`);
+  if (JSON.stringify(summary) !== JSON.stringify(["1006/before open/retry", "1006/before open/retry", "1006/before open/gave up"])) {
+    throw new Error(`closes of a refused token: ${summary.join(", ")}`);
+  }
+  log(`refused upgrade: ${summary.join(", ")}`);
+
   await page.screenshot({ path: screenshotPath, fullPage: true });
   log(`screenshot ${screenshotPath}`);
   log(`all checks passed in ${Date.now() - t0} ms`);

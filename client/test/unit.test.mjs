@@ -274,3 +274,20 @@ test("connect and a failing token function", async (t) => {
   assert.equal(p.state, "closed");
   assert.equal(FakeSocket.all.length, 0);
 });
+
+test("a WebSocket constructor that throws counts as a failed attempt; a bad URL throws at once", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
+  class Throwing {
+    constructor() {
+      throw new Error("blocked");
+    }
+  }
+  const p = new Piped({ url: "ws://h", token: "t", WebSocket: Throwing, maxFailedOpens: 1 });
+  const seen = [];
+  p.on("error", (e) => seen.push(e.code));
+  p.on("close", (i) => seen.push(`close ${i.code} ${i.gaveUp}`));
+  await flush();
+  assert.deepEqual(seen, ["connect_failed", "close 1006 true"]);
+  assert.equal(p.state, "closed");
+  assert.throws(() => new Piped({ url: "no url", token: "t", WebSocket: FakeSocket }), TypeError);
+});

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	h "github.com/piped-dev/piped/test/harness"
 )
 
@@ -29,7 +31,9 @@ const browserTestTimeout = 3 * time.Minute
 // behind nginx in front of two nodes and the echo backend, the page makes
 // calls, receives an event, survives the node it is connected to going away
 // (SIGTERM: 1012, then a reconnect through nginx to the other node, and the
-// next call works) and shows a rejected call's code (bad_request). The
+// next call works), shows a rejected call's code (bad_request), stops on the
+// backend's disconnect (4001), and gives up on an upgrade the node refuses
+// (a 1006 before open in a browser) after maxFailedOpens attempts. The
 // screenshot is kept in $PIPED_TEST_ARTIFACTS, else testdata/artifacts.
 func TestBrowserClient(t *testing.T) {
 	t.Parallel()
@@ -77,14 +81,15 @@ func TestBrowserClient(t *testing.T) {
 	for sc.Scan() {
 		line := sc.Text()
 		t.Log(line)
-		if line != "piped-browser: stop-node" {
-			continue
-		}
-		stopped, other = connectedNode(t, a, b)
-		t.Logf("stopping node %s, which holds the page's connection (SIGTERM)", stopped.ID)
-		stopped.Stop(t)
-		if _, err := io.WriteString(stdin, "stopped\n"); err != nil {
-			t.Errorf("tell the browser script: %v", err)
+		switch line {
+		case "piped-browser: stop-node":
+			stopped, other = connectedNode(t, a, b)
+			t.Logf("stopping node %s, which holds the page's connection (SIGTERM)", stopped.ID)
+			stopped.Stop(t)
+			tell(t, stdin, "stopped")
+		case "piped-browser: disconnect":
+			h.Publish(t, mass, "", amqp.Publishing{Body: []byte(`{"type":"disconnect","token":"` + token + `"}`)})
+			tell(t, stdin, "sent")
 		}
 	}
 	err = cmd.Wait()
@@ -100,6 +105,9 @@ func TestBrowserClient(t *testing.T) {
 	}
 	if n := other.Metric(t, "piped_connections_total"); n < 1 {
 		t.Errorf("node %s accepted %v connections: the page did not reconnect to it", other.ID, n)
+	}
+	if n := other.Metric(t, `piped_upgrades_refused_total{reason="bad_token"}`); n != 3 {
+		t.Errorf("node %s refused %v upgrades for the bad token, want 3 (maxFailedOpens)", other.ID, n)
 	}
 	if _, err := os.Stat(shot); err != nil {
 		t.Errorf("no screenshot: %v", err)
@@ -123,6 +131,14 @@ func TestBrowserClientUnit(t *testing.T) {
 	}
 	if testing.Verbose() {
 		t.Logf("%s", out)
+	}
+}
+
+// tell writes line to the browser script's standard input.
+func tell(t *testing.T, stdin io.Writer, line string) {
+	t.Helper()
+	if _, err := io.WriteString(stdin, line+"\n"); err != nil {
+		t.Errorf("tell the browser script %q: %v", line, err)
 	}
 }
 
