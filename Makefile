@@ -14,7 +14,7 @@ FUZZ_PKG     := ./protocol
 # The steps of `test` must run in order, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: all build demo test lint fmt-check vet unit tracing faults fuzz bench rabbitmq jaeger clean
+.PHONY: all build demo test npm lint fmt-check vet unit tracing faults fuzz bench rabbitmq jaeger clean
 
 all: build
 
@@ -25,10 +25,10 @@ build:
 demo:
 	./scripts/demo.sh
 
-# Every test: broker, Jaeger binary (for test/tracing), lint, unit and
-# integration tests with -race, then the fault tests alone, then a bounded
-# fuzz run of each fuzz target.
-test: rabbitmq jaeger lint unit tracing faults fuzz
+# Every test: broker, Jaeger binary (for test/tracing), npm packages (for the
+# Node.js backend and the browser test), lint, unit and integration tests with
+# -race, then the fault tests alone, then a bounded fuzz run of each fuzz target.
+test: rabbitmq jaeger npm lint unit tracing faults fuzz
 
 rabbitmq:
 	./scripts/ensure-rabbitmq.sh
@@ -37,6 +37,15 @@ rabbitmq:
 # module cache), again only when tools/jaeger/go.mod changes.
 jaeger:
 	./scripts/jaeger.sh build
+
+# The npm packages the tests run, exactly as each package-lock.json pins them
+# (amqplib for examples/node-backend, playwright-core for client/test), when
+# node_modules is missing. playwright-core uses Debian's /usr/bin/chromium.
+NPM_DIRS := examples/node-backend client/test
+npm:
+	@set -e; for d in $(NPM_DIRS); do \
+		if [ ! -d $$d/node_modules ]; then echo "npm ci --prefix $$d"; npm ci --prefix $$d --no-audit --no-fund; fi; \
+	done
 
 lint: fmt-check vet
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # demo.sh: run Piped locally, one node and the example echo backend, against a
 # local RabbitMQ (started or installed by scripts/ensure-rabbitmq.sh if need
-# be), and print how to talk to it. Ctrl-C stops both.
+# be), serve the browser client's demo page (client/demo.html), and print how
+# to talk to it. Ctrl-C stops them all.
 #
 #   ./scripts/demo.sh            (or: make demo)
-#   PORT=9090 NODE_ID=7 ./scripts/demo.sh
+#   PORT=9090 DEMO_PORT=9091 NODE_ID=7 ./scripts/demo.sh
 #
 # PIPED_AMQP_URL, if set, points the node and the backend at another broker
 # (both read it from the environment).
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-8080}
+DEMO_PORT=${DEMO_PORT:-8090} # the demo page's static server
 NODE_ID=${NODE_ID:-1}
 TOKEN=${TOKEN:-demo-token}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
@@ -23,13 +25,19 @@ if timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$PORT" 2>/dev/null; th
 	say "port $PORT is already in use; choose another: PORT=8081 $0"
 	exit 1
 fi
+# shellcheck disable=SC2016 # $1 is the inner shell's
+if timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$DEMO_PORT" 2>/dev/null; then
+	say "port $DEMO_PORT (the demo page) is already in use; choose another: DEMO_PORT=8091 $0"
+	exit 1
+fi
 
 ./scripts/ensure-rabbitmq.sh
 
-say "building bin/piped and bin/echo-backend"
+say "building bin/piped, bin/echo-backend and bin/servedir"
 mkdir -p bin
 go build -o bin/piped .
 go build -o bin/echo-backend ./examples/echo-backend
+go build -o bin/servedir ./tools/servedir
 
 # Children, stopped (SIGTERM, then SIGKILL after 30s) whenever this script
 # exits: Ctrl-C, an error, or one of them dying.
@@ -67,6 +75,7 @@ start() {
 
 start echo-backend bin/echo-backend --nodes "$NODE_ID"
 start piped bin/piped --port "$PORT" --nodeId "$NODE_ID"
+start demo-page bin/servedir --addr "127.0.0.1:$DEMO_PORT" --dir client
 
 # died: the name of a child that has exited, if any.
 died() {
@@ -104,12 +113,17 @@ while true; do
 done
 
 url="ws://localhost:$PORT/api/$TOKEN"
+page="http://localhost:$DEMO_PORT/demo.html?ws=ws://localhost:$PORT&token=$TOKEN"
 cat <<EOF
 
 ==============================================================================
  Piped node $NODE_ID is ready on port $PORT; the echo backend answers its calls.
 
- Talk to it (every call comes back as a result with its own payload):
+ Open the browser client's demo page (client/demo.html, using client/piped.js):
+
+   $page
+
+ Or talk to it by hand (every call comes back as a result with its own payload):
 
    /usr/bin/python3 -m websockets $url
      then type: {"id":1,"method":"hello","payload":{"a":1}}
@@ -129,7 +143,7 @@ cat <<EOF
  answer), garbage (a malformed message first), event {"event":"name","payload":{}}.
 
  Health: curl localhost:$PORT/healthz   curl localhost:$PORT/readyz
- Ctrl-C stops the node and the backend.
+ Ctrl-C stops the node, the backend and the demo page's server.
 ==============================================================================
 
 EOF

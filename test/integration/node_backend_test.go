@@ -165,7 +165,7 @@ func nodeBackendDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "amqplib")); err != nil {
-		t.Fatalf("examples/node-backend/node_modules is missing amqplib: run `npm ci --prefix examples/node-backend` (.ci/run does)")
+		t.Fatalf("examples/node-backend/node_modules is missing amqplib: run `npm ci --prefix examples/node-backend` (make test and .ci/run do it)")
 	}
 	return dir
 }
