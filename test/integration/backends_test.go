@@ -141,7 +141,7 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 
 	const method = "user/get" // PHP writes it back as "user\/get"
 	const payload = `{"text":"é/😀","n":%d}`
-	type wantResult struct{ name, id, payload string } // id: the exact bytes, "" for none
+	type wantResult struct{ name, id, method, payload string } // id: the exact bytes, "" for none
 	send := func(c *h.Client, n *h.Node, ids []backendID) map[string]wantResult {
 		want := map[string]wantResult{}
 		for i, id := range ids {
@@ -149,10 +149,10 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 				continue
 			}
 			c.Send(t, fmt.Sprintf(`{"id":%s,"method":%q,"payload":`+payload+`}`, id.sent, method, i))
-			want[id.back] = wantResult{id.name, id.back, fmt.Sprintf(payload, i)}
+			want[id.back] = wantResult{id.name, id.back, method, fmt.Sprintf(payload, i)}
 		}
 		c.Send(t, fmt.Sprintf(`{"method":%q,"payload":`+payload+`}`, method, -1))
-		want[""] = wantResult{"no id", "", fmt.Sprintf(payload, -1)}
+		want[""] = wantResult{"no id", "", method, fmt.Sprintf(payload, -1)}
 		return want
 	}
 	wantA, wantB := send(callerA, nA, b.ids), send(callerB, nB, b.ids)
@@ -161,9 +161,9 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 	callerA.Send(t, `{"id":"tr-1","method":"`+method+`","payload":{"n":-2},"traceparent":"00-`+traceSampled+`-`+clientSpan+`-01"}`)
 	callerA.Send(t, `{"id":"tr-0","method":"`+method+`","payload":{"n":-3},"traceparent":"00-`+traceUnsampled+`-`+clientSpan+`-00"}`)
 	lastSent := time.Now()
-	wantA[`"ev-1"`] = wantResult{"event call", `"ev-1"`, `{"event":"hi","payload":{"n":1,"text":"é"}}`}
-	wantA[`"tr-1"`] = wantResult{"sampled trace", `"tr-1"`, `{"n":-2}`}
-	wantA[`"tr-0"`] = wantResult{"unsampled trace", `"tr-0"`, `{"n":-3}`}
+	wantA[`"ev-1"`] = wantResult{"event call", `"ev-1"`, "event", `{"event":"hi","payload":{"n":1,"text":"é"}}`}
+	wantA[`"tr-1"`] = wantResult{"sampled trace", `"tr-1"`, method, `{"n":-2}`}
+	wantA[`"tr-0"`] = wantResult{"unsampled trace", `"tr-0"`, method, `{"n":-3}`}
 
 	// Every call: exactly one result, on the connection that made it, with
 	// the id spelled as the backend's encoder wrote it, and the event, once,
@@ -187,8 +187,8 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 					continue
 				}
 				delete(want, string(f.ID))
-				if f.Method != method && f.Method != "event" {
-					t.Errorf("%s: %s: method %q, want %q", who, w.name, f.Method, method)
+				if f.Method != w.method {
+					t.Errorf("%s: %s: method %q, want %q", who, w.name, f.Method, w.method)
 				}
 				assertJSON(t, who+": "+w.name+": payload", f.Payload, w.payload)
 			default:
@@ -202,7 +202,7 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 			t.Errorf("%s: no result for the call %s (want id %s)", who, w.name, w.id)
 		}
 	}
-	callsB := len(wantB)
+	callsA, callsB := len(wantA), len(wantB)
 	results(callerA, "caller on node A (correlation_id copied)", wantA)
 	results(callerB, "caller on node B (no correlation_id)", wantB)
 	for who, c := range map[string]*h.Client{"other connection on node A": otherA, "other connection on node B": otherB} {
@@ -250,6 +250,9 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 		if v := n.Metric(t, `piped_call_errors_total{code="timeout"}`); v != 0 {
 			t.Errorf("node %s: %v timeouts, want 0", n.ID, v)
 		}
+	}
+	if v := nA.Metric(t, `piped_results_total{routed_by="correlation"}`); v != float64(callsA) {
+		t.Errorf("node A: %v results routed by correlation_id, want %d", v, callsA)
 	}
 	if v := nB.Metric(t, `piped_results_total{routed_by="match"}`); v != float64(callsB) {
 		t.Errorf("node B: %v results matched by id, want %d (its backend copies no correlation_id)", v, callsB)
