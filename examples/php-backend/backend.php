@@ -131,12 +131,23 @@ function continueTrace(array $headers): array
     return [$out, $m[2], $m[3], $span];
 }
 
+/** The broker refused (nacked) a publish; the channel is still usable. */
+final class Nacked extends RuntimeException
+{
+}
+
+/** Publishing an answer failed; the session must start over. */
+final class AnswerFailed extends RuntimeException
+{
+}
+
 final class Backend
 {
     private AMQPChannel $pub;       // publishes, in confirm mode
     private array $exchangeIn = []; // node id => AMQPExchange
     private AMQPExchange $mass;
     private bool $nacked = false;   // the broker's verdict on the last publish
+    public bool $consumed = false;  // whether the current session got to consuming
 
     public function __construct(private array $opt, private array $nodes)
     {
@@ -170,6 +181,7 @@ final class Backend
                 $q->consume(null, AMQP_NOPARAM, "php-backend-$node"); // basic.consume only
             }
             logf('INFO', 'consuming %s', implode(', ', array_map(fn($q) => $q->getName(), $queues)));
+            $this->consumed = true;
             $first = reset($queues);
             while (!stopRequested()) {
                 try {
@@ -250,10 +262,15 @@ final class Backend
         }
         try {
             $this->answer($q, $d, $call, $headers);
-        } catch (AMQPChannelException | AMQPQueueException $e) {
-            logf('WARN', 'the broker did not confirm an answer (%s); the call goes back to the queue', $e->getMessage());
+        } catch (Nacked) {
+            logf('WARN', 'the broker refused (nacked) an answer; the call goes back to the queue');
             $q->nack($d->getDeliveryTag(), AMQP_REQUEUE);
             return;
+        } catch (AMQPException $e) {
+            // Most likely the publishing channel is gone (an exchange that
+            // was deleted closes it): start a new session, declaring again.
+            // The call, unacked, goes back to the queue when we disconnect.
+            throw new AnswerFailed('publishing an answer: ' . $e->getMessage(), 0, $e);
         }
         $q->ack($d->getDeliveryTag()); // after the broker confirmed the answer
     }
@@ -295,7 +312,7 @@ final class Backend
         $ex->publish($body, '', AMQP_NOPARAM, ['content_type' => 'application/json'] + $attrs);
         $this->pub->waitForConfirm(CONFIRM_SECONDS);
         if ($this->nacked) {
-            throw new AMQPChannelException('the broker nacked the publish');
+            throw new Nacked();
         }
     }
 }
@@ -334,11 +351,18 @@ function main(array $argv): int
     $backend = new Backend($opt, $nodes);
     $backoff = 0.1;
     while (!stopRequested()) {
+        $backend->consumed = false;
         try {
             $backend->session();
             break;
-        } catch (AMQPConnectionException $e) {
-            logf('WARN', 'broker connection lost (%s); reconnecting in %.1fs', $e->getMessage(), $backoff);
+        } catch (AMQPException | AnswerFailed $e) {
+            // A lost connection, a channel the broker closed, or a failed
+            // declaration (logged each time; see the node's docs/protocol.md
+            // on conflicts): start over, as the node does.
+            if ($backend->consumed) {
+                $backoff = 0.1; // it worked for a while: start the backoff again
+            }
+            logf('WARN', 'broker session ended (%s: %s); reconnecting in %.1fs', get_class($e), $e->getMessage(), $backoff);
         }
         $until = microtime(true) + $backoff;
         while (!stopRequested() && microtime(true) < $until) {

@@ -106,6 +106,7 @@ class Backend:
     def __init__(self, args):
         self.args = args
         self.nodes = args.nodes
+        self.consumed = False  # whether the current session got to consuming
 
     def declare(self, ch):
         """Declares what we use exactly as the node does (durable, no
@@ -132,6 +133,7 @@ class Backend:
                     queue=self.args.queue_out_prefix + node,
                     on_message_callback=lambda ch, d, p, b, node=node: self.on_call(ch, node, d, p, b)))
             log.info("consuming %s", ", ".join(self.args.queue_out_prefix + n for n in self.nodes))
+            self.consumed = True
             while not stopping:
                 conn.process_data_events(time_limit=POLL_SECONDS)
             for tag in tags:
@@ -143,12 +145,19 @@ class Backend:
     def run(self):
         backoff = 0.1
         while not stopping:
+            self.consumed = False
             try:
                 self.session()
                 return
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionClosed,
-                    pika.exceptions.StreamLostError) as e:
-                log.warning("broker connection lost (%r); reconnecting in %.1fs", e, backoff)
+                    pika.exceptions.StreamLostError, pika.exceptions.ChannelClosedByBroker) as e:
+                # A lost connection, a channel the broker closed (a publish
+                # to an exchange that was deleted, a declaration that
+                # conflicts): start over, declaring again, as the node does.
+                # Unacked calls went back to the queue with the connection.
+                if self.consumed:
+                    backoff = 0.1  # it worked for a while: start the backoff again
+                log.warning("broker session ended (%r); reconnecting in %.1fs", e, backoff)
             deadline = time.monotonic() + backoff
             while not stopping and time.monotonic() < deadline:
                 time.sleep(min(POLL_SECONDS, backoff))
@@ -168,7 +177,7 @@ class Backend:
         headers, trace_id, parent, span = continue_trace(props.headers)
         # The log names the trace, never the token.
         log.info("call node=%s method=%s correlation_id=%s trace_id=%s parent_span=%s span=%s",
-                 node, method, props.correlation_id, trace_id, parent, span)
+                 node, method, props.correlation_id, trace_id or "-", parent or "-", span or "-")
 
         if method == "silent":
             ch.basic_ack(deliver.delivery_tag)
