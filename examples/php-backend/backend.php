@@ -144,7 +144,7 @@ final class AnswerFailed extends RuntimeException
 final class Backend
 {
     private AMQPChannel $pub;       // publishes, in confirm mode
-    private array $exchangeIn = []; // node id => AMQPExchange
+    private array $exchangeIn = []; // queue-out name => its node's exchange-in
     private AMQPExchange $mass;
     private bool $nacked = false;   // the broker's verdict on the last publish
     public bool $consumed = false;  // whether the current session got to consuming
