@@ -99,8 +99,8 @@ func run() int {
 // package reload), then drains in the order lifecycle.Plan holds: see
 // docs/operations.md.
 func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slog.Logger) error {
-	metrics := telemetry.NewMetrics()
-	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node.ID, os.Getenv)
+	metrics := telemetry.NewMetricsForRegion(cfg.Node.Region)
+	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node, os.Getenv)
 	if err != nil {
 		return err
 	}
