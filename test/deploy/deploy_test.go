@@ -38,8 +38,8 @@ const oldFlyPath = "deploy" + "/fly.toml"
 
 // flyConfig is the part of fly.toml the tests read.
 type flyConfig struct {
-	KillSignal  string            `toml:"kill_signal"`
-	KillTimeout any               `toml:"kill_timeout"` // seconds, or a duration string such as "30s"
+	KillSignal  string `toml:"kill_signal"`
+	KillTimeout any    `toml:"kill_timeout"` // seconds, or a duration string such as "30s"
 	Build       struct{ Dockerfile string }
 	Deploy      struct{ Strategy string }
 	Env         map[string]string `toml:"env"`
