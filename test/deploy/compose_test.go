@@ -37,7 +37,9 @@ type composeService struct {
 	Environment map[string]string `yaml:"environment"`
 	Ports       []string          `yaml:"ports"`
 	Volumes     []string          `yaml:"volumes"`
-	Healthcheck *struct {
+	// StopGracePeriod is how long compose waits after SIGTERM; 10s when empty.
+	StopGracePeriod string `yaml:"stop_grace_period"`
+	Healthcheck     *struct {
 		Test    []string `yaml:"test"`
 		Timeout string   `yaml:"timeout"`
 	} `yaml:"healthcheck"`
@@ -472,6 +474,28 @@ var composeRows = []composeRow{
 			return nil
 		},
 		breakIt: func(f *composeFacts) { f.Compose.Services["piped-1"].Ports = []string{"9091:9999"} },
+	},
+	{
+		name: "the nodes' stop_grace_period is longer than shutdown.timeout",
+		check: func(f *composeFacts) error {
+			for _, name := range f.services(pipedStage) {
+				c, err := f.nodeConfig(name)
+				if err != nil {
+					return err
+				}
+				grace := 10 * time.Second // compose's default
+				if v := f.Compose.Services[name].StopGracePeriod; v != "" {
+					if grace, err = time.ParseDuration(v); err != nil {
+						return fmt.Errorf("docker-compose.yml %s: stop_grace_period %q: %w", name, v, err)
+					}
+				}
+				if grace <= c.Shutdown.Timeout {
+					return fmt.Errorf("docker-compose.yml %s: stop_grace_period %v is not longer than shutdown.timeout %v: compose would kill the node mid-drain", name, grace, c.Shutdown.Timeout)
+				}
+			}
+			return nil
+		},
+		breakIt: func(f *composeFacts) { f.Compose.Services["piped-2"].StopGracePeriod = "" },
 	},
 	{
 		name: "start order: the nodes and the backend wait for RabbitMQ, nginx for the nodes",
