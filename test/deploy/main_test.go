@@ -1,6 +1,6 @@
 // Package deploy_test checks the deployment files against each other and
 // against Piped itself, since neither Docker nor Fly.io runs here: fly.toml,
-// the Dockerfile and the Makefile (deploy_test.go), docker-compose.yml and
+// the Dockerfile and the Makefile (facts_test.go, deploy_test.go), docker-compose.yml and
 // deploy/nginx.conf (compose_test.go). Each fact is a row of a table with a
 // message that says which file to fix; each row also has a way to break its
 // fact, and TestDeployRowsDetectDrift and TestComposeRowsDetectDrift check that the row then fails.
