@@ -2,6 +2,7 @@
 // travel through RabbitMQ to backends written in any language.
 //
 //	piped --port 8080 --nodeId 1
+//	piped healthcheck     (exit 0 when this host's node is ready; package healthcheck)
 //
 // See README.md and docs/ for the protocol and the configuration.
 package main
@@ -23,6 +24,7 @@ import (
 	"github.com/piped-dev/piped/auth"
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
+	"github.com/piped-dev/piped/healthcheck"
 	"github.com/piped-dev/piped/lifecycle"
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/reload"
@@ -42,6 +44,9 @@ var (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" { // the container's probe: package healthcheck
+		os.Exit(healthcheck.Run(context.Background(), os.Args[2:], os.Environ(), os.Stderr))
+	}
 	os.Exit(run())
 }
 
@@ -99,8 +104,8 @@ func run() int {
 // package reload), then drains in the order lifecycle.Plan holds: see
 // docs/operations.md.
 func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slog.Logger) error {
-	metrics := telemetry.NewMetrics()
-	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node.ID, os.Getenv)
+	metrics := telemetry.NewMetricsForRegion(cfg.Node.Region)
+	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node, os.Getenv)
 	if err != nil {
 		return err
 	}

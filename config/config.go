@@ -29,6 +29,10 @@ type Config struct {
 type Node struct {
 	// ID names this node's exchanges and queues; [A-Za-z0-9_.-], 1–64 bytes. Required.
 	ID string `koanf:"id"`
+	// Region, when set, is the constant label region on every metric and the
+	// resource attribute cloud.region on every span; 0–64 bytes of
+	// [A-Za-z0-9_.-]. Empty takes FLY_REGION.
+	Region string `koanf:"region"`
 }
 
 // HTTP is the listening sockets.

@@ -169,6 +169,10 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 		// node.id was set, so one image serves every machine and region.
 		c.Node.ID = lookupEnv(environ, "FLY_MACHINE_ID")
 	}
+	if c.Node.Region == "" {
+		// Likewise the machine's region (ams, iad, …).
+		c.Node.Region = lookupEnv(environ, "FLY_REGION")
+	}
 	return &c, nil
 }
 

@@ -650,6 +650,8 @@ func TestValidate(t *testing.T) {
 		{"node.id bad character", "node.id", func(c *Config) { c.Node.ID = "a/b" }, `"a/b"`},
 		{"node.id space", "node.id", func(c *Config) { c.Node.ID = "a b" }, ""},
 		{"node.id too long", "node.id", func(c *Config) { c.Node.ID = strings.Repeat("a", 65) }, ""},
+		{"node.region bad character", "node.region", func(c *Config) { c.Node.Region = "eu west" }, `"eu west"`},
+		{"node.region too long", "node.region", func(c *Config) { c.Node.Region = strings.Repeat("r", 65) }, ""},
 		{"http.port zero", "http.port", func(c *Config) { c.HTTP.Port = 0 }, "at least 1, got 0"},
 		{"http.port too big", "http.port", func(c *Config) { c.HTTP.Port = 65536 }, "at most 65535"},
 		{"http.read_header_timeout zero", "http.read_header_timeout", func(c *Config) { c.HTTP.ReadHeaderTimeout = 0 }, ""},
@@ -1037,6 +1039,29 @@ func TestFlyMachineIDIsTheDefaultNodeID(t *testing.T) {
 			}
 			if c.Node.ID != tc.want {
 				t.Fatalf("node.id %q, want %q", c.Node.ID, tc.want)
+			}
+		})
+	}
+}
+
+func TestFlyRegionIsTheDefaultRegion(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, tc := range []struct {
+		name    string
+		environ []string
+		want    string
+	}{
+		{"fly only", []string{"FLY_REGION=ams"}, "ams"},
+		{"env wins", []string{"FLY_REGION=ams", "PIPED_NODE_REGION=eu-west-1"}, "eu-west-1"},
+		{"neither", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(nil, tc.environ, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Node.Region != tc.want {
+				t.Fatalf("node.region %q, want %q", c.Node.Region, tc.want)
 			}
 		})
 	}

@@ -45,6 +45,10 @@ func (c *Config) Validate() error {
 		v.add("node.id", "must be 1 to %d characters from A-Z a-z 0-9 _ . -, got %s", maxNodeIDLen, quote(id, false))
 	}
 
+	if r := c.Node.Region; r != "" && !validNodeID(r) {
+		v.add("node.region", "must be empty or 1 to %d characters from A-Z a-z 0-9 _ . -, got %s", maxNodeIDLen, quote(r, false))
+	}
+
 	// http
 	between(&v, "http.port", c.HTTP.Port, 1, 65535)
 	v.positive("http.read_header_timeout", c.HTTP.ReadHeaderTimeout)

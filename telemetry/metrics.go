@@ -66,10 +66,21 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics on a registry of their own, together with
-// the Go runtime and process collectors.
-func NewMetrics() *Metrics {
+// the Go runtime and process collectors, without a region label.
+func NewMetrics() *Metrics { return NewMetricsForRegion("") }
+
+// NewMetricsForRegion is NewMetrics with the constant label region="region"
+// on every metric it exports, the Go runtime and process metrics included,
+// so that one Prometheus can tell the regions apart (node.region, which
+// defaults to FLY_REGION). An empty region adds no label at all, rather than
+// region="".
+func NewMetricsForRegion(region string) *Metrics {
 	reg := prometheus.NewRegistry()
-	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	var into prometheus.Registerer = reg
+	if region != "" {
+		into = prometheus.WrapRegistererWith(prometheus.Labels{"region": region}, reg)
+	}
+	f := func(c prometheus.Collector) { into.MustRegister(c) }
 	m := &Metrics{
 		reg: reg,
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{

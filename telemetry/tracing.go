@@ -40,12 +40,17 @@ type Tracing struct {
 // OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
 // OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf), OTEL_SERVICE_NAME,
 // OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_TRACES_EXPORTER=none.
-// With no endpoint
+// The resource carries service.name, piped.node_id (node.ID) and, when
+// node.Region is set, cloud.region. With no endpoint
 // nothing is exported and nothing is sampled locally, but trace context is
 // still propagated: a client's or backend's trace stays connected.
-func NewTracing(ctx context.Context, cfg config.Telemetry, nodeID string, getenv func(string) string) (*Tracing, error) {
+func NewTracing(ctx context.Context, cfg config.Telemetry, node config.Node, getenv func(string) string) (*Tracing, error) {
+	attrs := []attribute.KeyValue{semconv.ServiceName(cfg.ServiceName), attribute.String("piped.node_id", node.ID)}
+	if node.Region != "" {
+		attrs = append(attrs, semconv.CloudRegion(node.Region))
+	}
 	res, err := resource.New(ctx,
-		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), attribute.String("piped.node_id", nodeID)),
+		resource.WithAttributes(attrs...),
 		resource.WithFromEnv(), // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win
 	)
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
