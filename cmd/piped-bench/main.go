@@ -1,0 +1,409 @@
+// Command piped-bench is Piped's benchmark harness: it starts a node
+// (bin/piped) and the Go echo backend (bin/echo-backend) as processes on
+// unique node ids, drives them from here, measures the CPU of node, broker
+// and backend from /proc, and prints one markdown table in which every
+// figure comes from this one run, the gateway beside its ceiling:
+//
+//	rpc           N WebSocket connections × W calls in flight through a node
+//	raw           the same calls over AMQP directly: no confirms, auto-ack
+//	raw-reliable  the same with the node's guarantees: confirms, mandatory,
+//	              expiration, its properties and headers, manual batched acks
+//	idle          RSS and goroutines per idle WebSocket connection
+//	fanout        events/s delivered to clients against a plain consumer
+//	connect       new WebSocket connections per second from worker processes
+//
+// It also writes benchmarks.json (every figure) and benchmarks.svg (a
+// chart) into -out. docs/benchmarks.md describes the method.
+//
+//	piped-bench [-quick] [-only rpc,raw,raw-reliable,idle,fanout,connect] [-out docs]
+//	piped-bench connect-worker …   (run by piped-bench itself)
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// scenarios in the order they run.
+var scenarios = []string{"rpc", "raw", "raw-reliable", "idle", "fanout", "connect"}
+
+type options struct {
+	piped, echo, amqpURL, out, pprofURL string
+	only                                map[string]bool
+	quick                               bool
+	reps                                int
+	conns, inflight                     int
+	warmup, duration                    time.Duration
+	latWarmup, latDuration              time.Duration
+	idleConns, idlePar                  int
+	settle                              time.Duration
+	fanConns, fanTokens, fanWindow      int
+	connWorkers, connConc               int
+	connDuration                        time.Duration
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "connect-worker" {
+		os.Exit(connectWorker(os.Args[2:]))
+	}
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "piped-bench:", err)
+		os.Exit(2)
+	}
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "piped-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("piped-bench", flag.ContinueOnError)
+	fs.StringVar(&o.piped, "piped", "bin/piped", "node binary (make build-piped)")
+	fs.StringVar(&o.echo, "echo-backend", "bin/echo-backend", "echo backend binary (make build-echo-backend)")
+	fs.StringVar(&o.amqpURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "broker")
+	fs.StringVar(&o.out, "out", "docs", "directory for benchmarks.json and benchmarks.svg (empty: none)")
+	fs.StringVar(&o.pprofURL, "pprof-url", "", "idle: the node's net/http/pprof base URL (a -tags pprof build, e.g. http://127.0.0.1:6060), to force a GC before each memory reading")
+	only := fs.String("only", strings.Join(scenarios, ","), "comma-separated scenarios: "+strings.Join(scenarios, ","))
+	fs.BoolVar(&o.quick, "quick", false, "about a minute: one repetition, short windows, 5,000 idle connections")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of rpc/raw/raw-reliable and fanout, alternating (the table shows median and range)")
+	fs.IntVar(&o.conns, "conns", 100, "rpc, raw: connections (raw: virtual connections, one token each)")
+	fs.IntVar(&o.inflight, "inflight", 4, "rpc, raw: calls in flight per connection")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before each measured window")
+	fs.DurationVar(&o.duration, "duration", 6*time.Second, "measured window at conns × inflight, and of fanout")
+	fs.DurationVar(&o.latWarmup, "lat-warmup", time.Second, "load before the 1 × 1 window")
+	fs.DurationVar(&o.latDuration, "lat-duration", 3*time.Second, "measured window at 1 × 1")
+	fs.IntVar(&o.idleConns, "idle-conns", 15000, "idle: connections")
+	fs.IntVar(&o.idlePar, "idle-par", 16, "idle: connections dialled at once")
+	fs.DurationVar(&o.settle, "settle", 4*time.Second, "idle: wait before each memory reading")
+	fs.IntVar(&o.fanConns, "fanout-conns", 1000, "fanout: connections")
+	fs.IntVar(&o.fanTokens, "fanout-tokens", 1000, "fanout: distinct tokens (events are published to each in turn)")
+	fs.IntVar(&o.fanWindow, "fanout-window", 1000, "fanout: events published and not yet delivered, at most")
+	fs.IntVar(&o.connWorkers, "connect-workers", 4, "connect: client processes")
+	fs.IntVar(&o.connConc, "connect-conc", 8, "connect: connections being made at once per process")
+	fs.DurationVar(&o.connDuration, "connect-duration", 5*time.Second, "connect: how long")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick { // shorter, unless given explicitly
+		for name, v := range map[string]string{"reps": "1", "warmup": "1s", "duration": "3s", "lat-warmup": "500ms",
+			"lat-duration": "2s", "idle-conns": "5000", "settle": "2s", "connect-duration": "3s"} {
+			if !set[name] {
+				_ = fs.Set(name, v)
+			}
+		}
+	}
+	o.only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !slices.Contains(scenarios, s) {
+			return nil, fmt.Errorf("-only: unknown scenario %q (want %s)", s, strings.Join(scenarios, ","))
+		}
+		o.only[s] = true
+	}
+	if o.reps < 1 {
+		return nil, fmt.Errorf("-reps %d: at least 1", o.reps)
+	}
+	return o, nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// run runs the chosen scenarios and writes the report.
+func run(ctx context.Context, o *options) error {
+	detectClockTicks()
+	if lim, err := raiseNoFile(); err != nil {
+		logf("cannot raise the open files limit: %v", err)
+	} else if o.only["idle"] && uint64(o.idleConns)+100 > lim {
+		return fmt.Errorf("-idle-conns %d: the open files limit is %d", o.idleConns, lim)
+	}
+	for _, b := range []string{o.piped, o.echo} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("%w (make build builds bin/piped and bin/echo-backend)", err)
+		}
+	}
+	amqpPort := 5672
+	if u, err := url.Parse(o.amqpURL); err == nil && u.Port() != "" {
+		amqpPort, _ = strconv.Atoi(u.Port())
+	}
+	rep := &report{Started: time.Now().UTC(), Machine: describeMachine(o.amqpURL), Options: o.describe()}
+	broker := brokerPID(amqpPort)
+	if broker == 0 {
+		logf("no beam.smp process found: broker CPU will be missing")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	runID := hex.EncodeToString(b)
+	id := func(kind string) string { return "bench-" + kind + "-" + runID }
+	var ids, masses []string
+	defer func() {
+		if err := deleteTopology(o.amqpURL, ids, masses); err != nil {
+			logf("cleanup: %v", err)
+		}
+	}()
+	self := os.Getpid()
+	t0 := time.Now()
+
+	if o.only["rpc"] || o.only["raw"] || o.only["raw-reliable"] {
+		res, err := runCalls(ctx, o, id, broker, self, &ids, &masses)
+		rep.Calls = res
+		if err != nil {
+			return err
+		}
+	}
+	if o.only["idle"] {
+		nid := id("idle")
+		ids, masses = append(ids, nid), append(masses, "mass-"+nid)
+		n, err := startNode(ctx, o, nid, "mass-"+nid)
+		if err != nil {
+			return err
+		}
+		logf("idle: %d connections", o.idleConns)
+		r, err := runIdle(n, runID, o.idleConns, o.idlePar, o.settle, o.pprofURL)
+		n.stop(10 * time.Second)
+		if err != nil {
+			return err
+		}
+		rep.Idle = &r
+	}
+	if o.only["fanout"] {
+		nid, rid := id("fan"), id("fanraw")
+		ids, masses = append(ids, nid, rid), append(masses, "mass-"+nid, "mass-"+rid)
+		n, err := startNode(ctx, o, nid, "mass-"+nid)
+		if err != nil {
+			return err
+		}
+		for r := range o.reps {
+			logf("fanout %d/%d: through the node, %d connections, %d tokens", r+1, o.reps, o.fanConns, o.fanTokens)
+			fn, err := runFanoutNode(o, n, cpuMeter{"node": n.pid(), "broker": broker, "harness": self}, o.fanConns, o.fanTokens, o.fanWindow, r+1, o.warmup, o.duration)
+			if err != nil {
+				n.stop(5 * time.Second)
+				return err
+			}
+			logf("fanout %d/%d: raw consumer", r+1, o.reps)
+			fr, err := runFanoutRaw(o, cpuMeter{"broker": broker, "harness": self}, rid, "mass-"+rid, o.fanTokens, o.fanWindow, r+1, o.warmup, o.duration)
+			if err != nil {
+				n.stop(5 * time.Second)
+				return err
+			}
+			rep.Fanout = append(rep.Fanout, fn, fr)
+		}
+		n.stop(10 * time.Second)
+	}
+	if o.only["connect"] {
+		nid := id("conn")
+		ids, masses = append(ids, nid), append(masses, "mass-"+nid)
+		n, err := startNode(ctx, o, nid, "mass-"+nid)
+		if err != nil {
+			return err
+		}
+		logf("connect: %d processes × %d at once for %v", o.connWorkers, o.connConc, o.connDuration)
+		r, err := runConnect(n, cpuMeter{"node": n.pid(), "broker": broker}, o.connWorkers, o.connConc, o.connDuration)
+		n.stop(10 * time.Second)
+		if err != nil {
+			return err
+		}
+		rep.Connect = &r
+	}
+	rep.Seconds = time.Since(t0).Seconds()
+	table := rep.table()
+	fmt.Print(table)
+	if o.out != "" {
+		if err := os.MkdirAll(o.out, 0o755); err != nil {
+			return err
+		}
+		j, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(o.out, "benchmarks.json"), append(j, '\n'), 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(o.out, "benchmarks.svg"), rep.chart(), 0o644); err != nil {
+			return err
+		}
+		logf("wrote %s and %s", filepath.Join(o.out, "benchmarks.json"), filepath.Join(o.out, "benchmarks.svg"))
+	}
+	return nil
+}
+
+// runCalls runs rpc, raw and raw-reliable, at conns × inflight and at 1 × 1,
+// reps times, alternating the paths so that drift on the shared machine
+// spreads over all of them.
+func runCalls(ctx context.Context, o *options, id func(string) string, broker, self int, ids, masses *[]string) ([]loadResult, error) {
+	var paths []string
+	for _, p := range []string{"rpc", "raw-reliable", "raw"} {
+		if o.only[p] {
+			paths = append(paths, p)
+		}
+	}
+	pathID := map[string]string{"rpc": id("rpc"), "raw": id("raw"), "raw-reliable": id("rel")}
+	var backendIDs []string
+	for _, p := range paths {
+		backendIDs = append(backendIDs, pathID[p])
+		*ids = append(*ids, pathID[p])
+	}
+	conn, err := amqp.Dial(o.amqpURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if o.only["raw"] { // the physical ceiling: plain queues
+		if err := topologyOf(pathID["raw"]).declare(ch, nil); err != nil {
+			return nil, err
+		}
+	}
+	if o.only["raw-reliable"] { // the node's in-queue has x-expires
+		if err := topologyOf(pathID["raw-reliable"]).declare(ch, amqp.Table{"x-expires": int64(nodeInQueueExpires)}); err != nil {
+			return nil, err
+		}
+	}
+	mass := "mass-" + id("calls")
+	*masses = append(*masses, mass)
+	backend, err := start("echo-backend", o.echo, []string{"--nodes", strings.Join(backendIDs, ","), "--mass-exchange", mass, "--log-level", "warn"},
+		[]string{"AMQP_URL=" + o.amqpURL})
+	if err != nil {
+		return nil, err
+	}
+	defer backend.stop(10 * time.Second)
+	var n *node
+	if o.only["rpc"] {
+		if n, err = startNode(ctx, o, pathID["rpc"], mass); err != nil {
+			return nil, err
+		}
+		defer n.stop(10 * time.Second)
+	}
+	// Wait until the backend consumes every queue-out.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, bid := range backendIDs {
+		for {
+			q, err := ch.QueueDeclarePassive(topologyOf(bid).qOut, true, false, false, false, nil)
+			if err == nil && q.Consumers > 0 {
+				break
+			}
+			if err != nil { // a failed passive declare closes the channel
+				if ch, err = conn.Channel(); err != nil {
+					return nil, err
+				}
+			}
+			if time.Now().After(deadline) || backend.exited() {
+				return nil, fmt.Errorf("the echo backend does not consume %s:\n%s", topologyOf(bid).qOut, backend.logs)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	var results []loadResult
+	shapes := []struct {
+		conns, w         int
+		warmup, duration time.Duration
+	}{{o.conns, o.inflight, o.warmup, o.duration}, {1, 1, o.latWarmup, o.latDuration}}
+	for r := range o.reps {
+		for _, s := range shapes {
+			for k := range paths {
+				p := paths[(k+r)%len(paths)] // rotate the order each repetition
+				logf("%s %d/%d: %d × %d", p, r+1, o.reps, s.conns, s.w)
+				var res loadResult
+				var err error
+				if p == "rpc" {
+					m := cpuMeter{"node": n.pid(), "broker": broker, "backend": backend.pid(), "harness": self}
+					res, err = runRPC(n, m, runID(pathID[p], r), s.conns, s.w, r+1, s.warmup, s.duration)
+				} else {
+					m := cpuMeter{"broker": broker, "backend": backend.pid(), "harness": self}
+					res, err = runRaw(o, m, pathID[p], p == "raw-reliable", s.conns, s.w, r+1, s.warmup, s.duration)
+				}
+				if err != nil {
+					return results, fmt.Errorf("%s: %w", p, err)
+				}
+				logf("  %.0f calls/s, p50 %.3f ms, lost %d, dup %d, errors %d", res.Rate, res.Latency.P50, res.Lost, res.Duplicated, res.Errors)
+				results = append(results, res)
+			}
+		}
+	}
+	return results, nil
+}
+
+// runID names the tokens of one rpc run.
+func runID(nodeID string, rep int) string { return nodeID + "-" + strconv.Itoa(rep) }
+
+// describe lists the options that shape the figures.
+func (o *options) describe() map[string]any {
+	var only []string
+	for _, s := range scenarios {
+		if o.only[s] {
+			only = append(only, s)
+		}
+	}
+	return map[string]any{
+		"only": only, "quick": o.quick, "reps": o.reps, "conns": o.conns, "inflight": o.inflight,
+		"warmup": o.warmup.String(), "duration": o.duration.String(), "lat_duration": o.latDuration.String(),
+		"idle_conns": o.idleConns, "settle": o.settle.String(), "fanout_conns": o.fanConns, "fanout_tokens": o.fanTokens,
+		"fanout_window": o.fanWindow, "connect_workers": o.connWorkers, "connect_conc": o.connConc,
+		"connect_duration": o.connDuration.String(), "pprof_url": o.pprofURL,
+	}
+}
+
+// machine is where the figures were measured.
+type machine struct {
+	CPU      string  `json:"cpu"`
+	NumCPU   int     `json:"nproc"`
+	Kernel   string  `json:"kernel"`
+	Go       string  `json:"go"`
+	RabbitMQ string  `json:"rabbitmq"`
+	Erlang   string  `json:"erlang,omitempty"`
+	Load     string  `json:"loadavg_at_start"`
+	ClockHz  float64 `json:"clk_tck"`
+}
+
+func describeMachine(amqpURL string) machine {
+	m := machine{NumCPU: runtime.NumCPU(), Go: runtime.Version(), ClockHz: clockTicks}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.Load = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	if c, err := amqp.Dial(amqpURL); err == nil {
+		m.RabbitMQ, _ = c.Properties["version"].(string)
+		if p, ok := c.Properties["platform"].(string); ok {
+			m.Erlang = p
+		}
+		c.Close()
+	}
+	return m
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// report is everything one run measured; it is written as benchmarks.json.
+type report struct {
+	Started time.Time      `json:"started"`
+	Seconds float64        `json:"seconds"`
+	Machine machine        `json:"machine"`
+	Options map[string]any `json:"options"`
+	Calls   []loadResult   `json:"calls,omitempty"`
+	Idle    *idleResult    `json:"idle,omitempty"`
+	Fanout  []fanoutResult `json:"fanout,omitempty"`
+	Connect *connectResult `json:"connect,omitempty"`
+}
+
+// The targets of issue 11, on this machine.
+const (
+	targetRPCRatio     = 0.90  // of raw-reliable's calls/s at 100 × 4
+	targetNodeCPU      = 25.0  // µs per call
+	targetP50Extra     = 0.15  // ms over raw's p50 at 1 × 1
+	targetIdleKiB      = 6.0   // RSS per idle connection
+	targetFanoutRatio  = 0.90  // of the raw consume rate
+	targetConnectRate  = 15000 // new connections per second
+	targetBrokerCPURel = 1.0   // broker CPU per call, of raw-reliable's
+)
+
+// runs returns the results of path at conns × w, one per repetition.
+func (r *report) runs(path string, conns, w int) []loadResult {
+	var out []loadResult
+	for _, c := range r.Calls {
+		if c.Path == path && c.Conns == conns && c.InFlight == w {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// over returns the spread of f over rs.
+func over[T any](rs []T, f func(T) float64) spread {
+	vs := make([]float64, 0, len(rs))
+	for _, x := range rs {
+		vs = append(vs, f(x))
+	}
+	return spreadOf(vs)
+}
+
+// cell formats a spread: the median, and the range when the repetitions
+// differ in the format's precision.
+func cell(s spread, n int, format func(float64) string) string {
+	if n == 0 {
+		return "—"
+	}
+	m, lo, hi := format(s.Median), format(s.Min), format(s.Max)
+	if n == 1 || lo == hi {
+		return m
+	}
+	return fmt.Sprintf("%s (%s–%s)", m, lo, hi)
+}
+
+func fnum(prec int) func(float64) string {
+	return func(v float64) string { return fmt.Sprintf("%.*f", prec, v) }
+}
+
+// frate formats a rate: 21.3 k, 950.
+func frate(v float64) string {
+	if v >= 10000 {
+		return fmt.Sprintf("%.1f k", v/1000)
+	}
+	if v >= 1000 {
+		return fmt.Sprintf("%.2f k", v/1000)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func met(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// table is the markdown table of the run: gateway beside its ceiling.
+func (r *report) table() string {
+	var b strings.Builder
+	row := func(cells ...string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	row("figure", "Piped", "raw-reliable", "raw", "Piped against the ceiling", "target", "met")
+	row("---", "---:", "---:", "---:", "---", "---", "---")
+
+	conns, w := 0, 0
+	for _, c := range r.Calls {
+		if c.Conns != 1 || c.InFlight != 1 {
+			conns, w = c.Conns, c.InFlight
+			break
+		}
+	}
+	if conns > 0 {
+		rpc, rel, raw := r.runs("rpc", conns, w), r.runs("raw-reliable", conns, w), r.runs("raw", conns, w)
+		rate := func(x loadResult) float64 { return x.Rate }
+		shape := fmt.Sprintf("%d × %d", conns, w)
+		cmp, ok := "", false
+		if len(rpc) > 0 && len(rel) > 0 {
+			q := over(rpc, rate).Median / over(rel, rate).Median
+			cmp, ok = fmt.Sprintf("%.2f of raw-reliable", q), q >= targetRPCRatio
+			if len(raw) > 0 {
+				cmp += fmt.Sprintf(", %.2f of raw", over(rpc, rate).Median/over(raw, rate).Median)
+			}
+		}
+		row("calls/s at "+shape, cell(over(rpc, rate), len(rpc), frate), cell(over(rel, rate), len(rel), frate), cell(over(raw, rate), len(raw), frate),
+			cmp, fmt.Sprintf("≥ %.2f of raw-reliable", targetRPCRatio), metIf(cmp != "", ok))
+		lat := func(rs []loadResult) string {
+			if len(rs) == 0 {
+				return "—"
+			}
+			f := func(g func(loadResult) float64) string { return fnum(2)(over(rs, g).Median) }
+			return f(func(x loadResult) float64 { return x.Latency.P50 }) + " / " + f(func(x loadResult) float64 { return x.Latency.P90 }) + " / " +
+				f(func(x loadResult) float64 { return x.Latency.P99 }) + " / " + f(func(x loadResult) float64 { return x.Latency.Max })
+		}
+		row("p50 / p90 / p99 / max ms at "+shape, lat(rpc), lat(rel), lat(raw), "", "", "")
+		lost := func(rs []loadResult) (string, int64) {
+			if len(rs) == 0 {
+				return "—", 0
+			}
+			var l, d, e int64
+			for _, x := range rs {
+				l, d, e = l+x.Lost, d+x.Duplicated, e+x.Errors
+			}
+			return fmt.Sprintf("%d / %d / %d", l, d, e), l
+		}
+		lr, nl := lost(rpc)
+		lrel, _ := lost(rel)
+		lraw, _ := lost(raw)
+		row("lost / duplicated / errors at "+shape+" (all repetitions)", lr, lrel, lraw, "", "0 lost", metIf(len(rpc) > 0, nl == 0))
+		cpu := func(role string) func(loadResult) float64 {
+			return func(x loadResult) float64 { return x.CPUPerCall[role] }
+		}
+		if len(rpc) > 0 {
+			s := over(rpc, cpu("node"))
+			row("node CPU µs per call at "+shape, cell(s, len(rpc), fnum(1)), "—", "—", "", fmt.Sprintf("≤ %.0f µs", targetNodeCPU), met(s.Median <= targetNodeCPU))
+		}
+		cmp, ok = "", false
+		if len(rpc) > 0 && len(rel) > 0 {
+			q := over(rpc, cpu("broker")).Median / over(rel, cpu("broker")).Median
+			cmp, ok = fmt.Sprintf("%.2f of raw-reliable", q), q <= targetBrokerCPURel
+		}
+		row("broker CPU µs per call at "+shape, cell(over(rpc, cpu("broker")), len(rpc), fnum(1)), cell(over(rel, cpu("broker")), len(rel), fnum(1)),
+			cell(over(raw, cpu("broker")), len(raw), fnum(1)), cmp, "≤ raw-reliable's", metIf(cmp != "", ok))
+		row("backend CPU µs per call at "+shape, cell(over(rpc, cpu("backend")), len(rpc), fnum(1)), cell(over(rel, cpu("backend")), len(rel), fnum(1)),
+			cell(over(raw, cpu("backend")), len(raw), fnum(1)), "", "", "")
+		row("load generator CPU µs per call at "+shape, cell(over(rpc, cpu("harness")), len(rpc), fnum(1)), cell(over(rel, cpu("harness")), len(rel), fnum(1)),
+			cell(over(raw, cpu("harness")), len(raw), fnum(1)), "", "", "")
+	}
+	if rpc, rel, raw := r.runs("rpc", 1, 1), r.runs("raw-reliable", 1, 1), r.runs("raw", 1, 1); len(rpc)+len(rel)+len(raw) > 0 {
+		p50 := func(x loadResult) float64 { return x.Latency.P50 }
+		cmp, ok := "", false
+		if len(rpc) > 0 && len(raw) > 0 {
+			d := over(rpc, p50).Median - over(raw, p50).Median
+			cmp, ok = fmt.Sprintf("%+.2f ms over raw", d), d <= targetP50Extra+1e-9
+			if len(rel) > 0 {
+				cmp += fmt.Sprintf(", %+.2f ms over raw-reliable", over(rpc, p50).Median-over(rel, p50).Median)
+			}
+		}
+		row("p50 ms at 1 × 1", cell(over(rpc, p50), len(rpc), fnum(3)), cell(over(rel, p50), len(rel), fnum(3)), cell(over(raw, p50), len(raw), fnum(3)),
+			cmp, fmt.Sprintf("≤ raw + %.2f ms", targetP50Extra), metIf(cmp != "", ok))
+		p99 := func(x loadResult) float64 { return x.Latency.P99 }
+		row("p99 ms at 1 × 1", cell(over(rpc, p99), len(rpc), fnum(3)), cell(over(rel, p99), len(rel), fnum(3)), cell(over(raw, p99), len(raw), fnum(3)), "", "", "")
+		rate := func(x loadResult) float64 { return x.Rate }
+		row("calls/s at 1 × 1", cell(over(rpc, rate), len(rpc), frate), cell(over(rel, rate), len(rel), frate), cell(over(raw, rate), len(raw), frate), "", "", "")
+	}
+	if i := r.Idle; i != nil {
+		kib := i.RSSPerConn / 1024
+		gc := "after settling"
+		if i.ForcedGC {
+			gc = "after a forced GC"
+		}
+		row(fmt.Sprintf("idle: node RSS KiB per connection at %d (%s)", i.Conns, gc), fmt.Sprintf("%.2f", kib), "—", "—",
+			fmt.Sprintf("%.0f → %.0f MiB", i.RSSBefore/(1<<20), i.RSSAfter/(1<<20)), fmt.Sprintf("≤ %.0f KiB", targetIdleKiB), met(kib <= targetIdleKiB))
+		row("idle: Go heap in use KiB per connection", fmt.Sprintf("%.2f", i.HeapPerConn/1024), "—", "—", "", "", "")
+		row("idle: goroutines per connection", fmt.Sprintf("%.2f", i.GoroutinesPer), "—", "—",
+			fmt.Sprintf("%.0f → %.0f goroutines", i.GoroutinesBefore, i.GoroutinesAfter), "0 (if the design allows)", met(i.GoroutinesPer < 0.01))
+	}
+	if len(r.Fanout) > 0 {
+		var node, raw []fanoutResult
+		for _, f := range r.Fanout {
+			if f.Path == "raw" {
+				raw = append(raw, f)
+			} else {
+				node = append(node, f)
+			}
+		}
+		rate := func(x fanoutResult) float64 { return x.Rate }
+		cmp, ok := "", false
+		if len(node) > 0 && len(raw) > 0 {
+			q := over(node, rate).Median / over(raw, rate).Median
+			cmp, ok = fmt.Sprintf("%.2f of the raw consume rate", q), q >= targetFanoutRatio
+		}
+		label := "fanout: events/s delivered"
+		if len(node) > 0 {
+			label = fmt.Sprintf("fanout: events/s delivered, %d connections, %d tokens", node[0].Conns, node[0].Tokens)
+		}
+		row(label, cell(over(node, rate), len(node), frate), "—", cell(over(raw, rate), len(raw), frate)+" (plain consumer)",
+			cmp, fmt.Sprintf("≥ %.2f of raw", targetFanoutRatio), metIf(cmp != "", ok))
+		cpu := func(role string) func(fanoutResult) float64 {
+			return func(x fanoutResult) float64 { return x.CPUPerEvent[role] }
+		}
+		row("fanout: node / broker CPU µs per event", cell(over(node, cpu("node")), len(node), fnum(1))+" / "+cell(over(node, cpu("broker")), len(node), fnum(1)),
+			"—", "— / "+cell(over(raw, cpu("broker")), len(raw), fnum(1)), "", "", "")
+	}
+	if c := r.Connect; c != nil {
+		row(fmt.Sprintf("connect: new connections/s, %d processes × %d at once", c.Workers, c.Concurrency), frate(c.Rate), "—", "—",
+			fmt.Sprintf("%d connections, %d errors", c.Conns, c.Errors), fmt.Sprintf("≥ %s", frate(targetConnectRate)), met(c.Rate >= targetConnectRate))
+		row("connect: upgrade latency p50 / p99 ms", fmt.Sprintf("%.2f / %.2f", c.Upgrade.P50, c.Upgrade.P99), "—", "—", "", "", "")
+		row("connect: node CPU µs per connection", fmt.Sprintf("%.1f", c.CPUPerConn["node"]), "—", "—", "", "", "")
+	}
+	fmt.Fprintf(&b, "\n%s; %d × %s; RabbitMQ %s; %s; load average at start %s; %s UTC, %.0f s; repetitions %v (median, range in brackets).\n",
+		r.Machine.Kernel, r.Machine.NumCPU, r.Machine.CPU, r.Machine.RabbitMQ, r.Machine.Go, r.Machine.Load,
+		r.Started.Format("2006-01-02 15:04"), math.Round(r.Seconds), r.Options["reps"])
+	return b.String()
+}
+
+// metIf is met(ok) when the figure could be compared, else empty.
+func metIf(comparable, ok bool) string {
+	if !comparable {
+		return ""
+	}
+	return met(ok)
+}
