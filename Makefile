@@ -22,7 +22,7 @@ FUZZ_PKG     := ./protocol
 # The steps of `test` must run in order, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: all build build-piped build-echo-backend demo test npm lint fmt-check vet unit tracing faults fuzz bench rabbitmq jaeger clean
+.PHONY: all build build-piped build-echo-backend demo test npm lint fmt-check vet unit tracing faults fuzz bench bench-quick bench-go build-bench rabbitmq jaeger clean
 
 all: build
 
@@ -95,7 +95,23 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $(FUZZ_PKG); \
 	done
 
-bench:
+# The benchmark harness (cmd/piped-bench, docs/benchmarks.md): a node and
+# the echo backend as processes against the local broker, about 3 minutes
+# on 2 cores; prints one markdown table and writes docs/benchmarks.json and
+# docs/benchmarks.svg. BENCH_FLAGS passes flags, e.g. BENCH_FLAGS='-only rpc,idle'.
+BENCH_FLAGS ?=
+bench: build build-bench rabbitmq
+	$(BIN)/piped-bench -piped $(BIN)/piped -echo-backend $(BIN)/echo-backend $(BENCH_FLAGS)
+
+# About a minute, written to $(BIN)/bench-quick rather than docs/.
+bench-quick: build build-bench rabbitmq
+	$(BIN)/piped-bench -quick -piped $(BIN)/piped -echo-backend $(BIN)/echo-backend -out $(BIN)/bench-quick $(BENCH_FLAGS)
+
+build-bench:
+	$(GO_BUILD) -o $(BIN)/piped-bench ./cmd/piped-bench
+
+# The Go benchmarks (testing.B, with allocations) beside the code they measure.
+bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
 clean:
