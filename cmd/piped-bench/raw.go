@@ -58,7 +58,7 @@ type rawLoad struct {
 	reliable bool
 	topo     topology
 	node     string
-	prefix   string // correlation id prefix
+	prefix   string // correlation id prefix, as the node makes them
 
 	pub  *amqp.Channel
 	mu   sync.Mutex
@@ -89,7 +89,8 @@ func runRaw(o *options, m cpuMeter, id string, reliable bool, conns, w, rep int,
 	defer consConn.Close()
 	p := make([]byte, 4)
 	_, _ = rand.Read(p)
-	l := &rawLoad{reliable: reliable, topo: topologyOf(id), node: id, prefix: hex.EncodeToString(p) + "-", sent: map[string]rawCall{}}
+	// Correlation ids of the node's form and length: node.random.seq.
+	l := &rawLoad{reliable: reliable, topo: topologyOf(id), node: id, prefix: id + "." + hex.EncodeToString(p) + ".", sent: map[string]rawCall{}}
 	cons, err := consConn.Channel()
 	if err != nil {
 		return loadResult{}, err
