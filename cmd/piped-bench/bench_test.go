@@ -111,3 +111,13 @@ func TestFrameID(t *testing.T) {
 		}
 	}
 }
+
+func TestParseProcStat(t *testing.T) {
+	busy, total, err := parseProcStat([]byte("cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n"))
+	if err != nil || busy != 161 || total != 1181 {
+		t.Errorf("parseProcStat = %d, %d, %v; want 161, 1181", busy, total, err)
+	}
+	if _, _, err := parseProcStat([]byte("intr 1 2\n")); err == nil {
+		t.Error("parseProcStat without a cpu line: no error")
+	}
+}

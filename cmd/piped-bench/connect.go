@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -25,6 +24,7 @@ type connectResult struct {
 	Rate        float64            `json:"conns_per_s"`
 	Upgrade     latencySummary     `json:"upgrade_latency"`
 	CPUPerConn  map[string]float64 `json:"cpu_us_per_conn"`
+	OtherCores  float64            `json:"other_cores"` // includes the workers
 	FirstErrors []string           `json:"first_errors,omitempty"`
 }
 
@@ -83,10 +83,7 @@ func connectWorker(args []string) int {
 					time.Sleep(time.Millisecond)
 					continue
 				}
-				if tc, ok := c.NetConn().(*net.TCPConn); ok {
-					_ = tc.SetLinger(0)
-				}
-				c.Close()
+				closeAbort(c)
 				conns.Add(1)
 				mu.Lock()
 				seen++
@@ -158,5 +155,6 @@ func runConnect(n *node, m cpuMeter, workers, conc int, d time.Duration) (connec
 	}
 	r.Upgrade = summarize(lat)
 	r.CPUPerConn = perOp(s0, s1, r.Conns)
+	r.OtherCores = otherCores(s0, s1, r.Seconds)
 	return r, nil
 }

@@ -24,6 +24,7 @@ type fanoutResult struct {
 	Rate        float64            `json:"events_per_s"`
 	Lost        int64              `json:"lost"`
 	CPUPerEvent map[string]float64 `json:"cpu_us_per_event"`
+	OtherCores  float64            `json:"other_cores"`
 }
 
 // eventPublisher publishes events for tokens round robin to a mass
@@ -57,7 +58,7 @@ func (p *eventPublisher) run(ch *amqp.Channel, mass string, tokens int) error {
 // measure runs the publisher on its own connection through one window and
 // waits for the events still on their way.
 func (p *eventPublisher) measure(o *options, m cpuMeter, mass string, tokens int, warmup, d time.Duration) (window, int64, error) {
-	conn, err := amqp.Dial(o.amqpURL)
+	conn, err := amqpDial(o.amqpURL)
 	if err != nil {
 		return window{}, 0, err
 	}
@@ -95,7 +96,7 @@ func runFanoutNode(o *options, n *node, m cpuMeter, conns, tokens, win, rep int,
 	var ws []*websocket.Conn
 	defer func() {
 		for _, c := range ws {
-			c.Close()
+			closeAbort(c)
 		}
 		readers.Wait()
 	}()
@@ -116,14 +117,14 @@ func runFanoutNode(o *options, n *node, m cpuMeter, conns, tokens, win, rep int,
 	}
 	w, lost, err := p.measure(o, m, n.mass, tokens, warmup, d)
 	return fanoutResult{Path: "piped", Conns: conns, Tokens: tokens, Window: win, Rep: rep, Events: w.ops, Seconds: w.seconds,
-		Rate: float64(w.ops) / w.seconds, Lost: lost, CPUPerEvent: w.cpu}, err
+		Rate: float64(w.ops) / w.seconds, Lost: lost, CPUPerEvent: w.cpu, OtherCores: w.others}, err
 }
 
 // runFanoutRaw consumes the same events from a queue bound as a node's
 // in-queue is (mass → exchange-in-ID → queue-in-ID with x-expires), acked as
 // the node acks (prefetch, multiple-acks of what is waiting).
 func runFanoutRaw(o *options, m cpuMeter, id, mass string, tokens, win, rep int, warmup, d time.Duration) (fanoutResult, error) {
-	conn, err := amqp.Dial(o.amqpURL)
+	conn, err := amqpDial(o.amqpURL)
 	if err != nil {
 		return fanoutResult{}, err
 	}
@@ -176,5 +177,5 @@ func runFanoutRaw(o *options, m cpuMeter, id, mass string, tokens, win, rep int,
 	_ = ch.Cancel("piped-bench-fanout", false)
 	<-consumed
 	return fanoutResult{Path: "raw", Conns: 1, Tokens: tokens, Window: win, Rep: rep, Events: w.ops, Seconds: w.seconds,
-		Rate: float64(w.ops) / w.seconds, Lost: lost, CPUPerEvent: w.cpu}, err
+		Rate: float64(w.ops) / w.seconds, Lost: lost, CPUPerEvent: w.cpu, OtherCores: w.others}, err
 }

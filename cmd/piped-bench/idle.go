@@ -66,7 +66,7 @@ func runIdle(n *node, run string, conns, par int, settle time.Duration, pprofURL
 	defer func() {
 		for _, c := range ws {
 			if c != nil {
-				c.Close()
+				closeAbort(c)
 			}
 		}
 		readers.Wait()

@@ -267,7 +267,7 @@ func runCalls(ctx context.Context, o *options, id func(string) string, broker, s
 		backendIDs = append(backendIDs, pathID[p])
 		*ids = append(*ids, pathID[p])
 	}
-	conn, err := amqp.Dial(o.amqpURL)
+	conn, err := amqpDial(o.amqpURL)
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +398,7 @@ func describeMachine(amqpURL string) machine {
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		m.Load = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
-	if c, err := amqp.Dial(amqpURL); err == nil {
+	if c, err := amqpDial(amqpURL); err == nil {
 		m.RabbitMQ, _ = c.Properties["version"].(string)
 		if p, ok := c.Properties["platform"].(string); ok {
 			m.Erlang = p

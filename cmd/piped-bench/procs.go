@@ -95,14 +95,52 @@ func vmRSS(pid int) (float64, error) {
 	return parseVmRSS(b)
 }
 
+// parseProcStat returns the busy and total clock ticks of all CPUs from
+// the first line of /proc/stat ("cpu  user nice system idle iowait irq
+// softirq steal …"); idle and iowait are not busy.
+func parseProcStat(b []byte) (busy, total uint64, err error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, errors.New("/proc/stat: no cpu line")
+	}
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total, nil
+}
+
+// machineBusy returns the busy CPU seconds of the whole machine so far.
+func machineBusy() (float64, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	busy, _, err := parseProcStat(b)
+	return float64(busy) / clockTicks, err == nil
+}
+
 // cpuMeter samples the CPU time of named processes (node, broker, backend,
 // harness) at the start and end of a measured window.
 type cpuMeter map[string]int // role → pid
 
 type cpuSample map[string]float64
 
+// machineRole is the sample of the whole machine's busy CPU time.
+const machineRole = "machine"
+
 func (m cpuMeter) sample() cpuSample {
 	s := cpuSample{}
+	if v, ok := machineBusy(); ok {
+		s[machineRole] = v
+	}
 	for role, pid := range m {
 		if pid <= 0 {
 			continue
@@ -122,11 +160,29 @@ func perOp(a, b cpuSample, ops int64) map[string]float64 {
 		return out
 	}
 	for role, v := range b {
-		if v0, ok := a[role]; ok {
+		if v0, ok := a[role]; ok && role != machineRole {
 			out[role] = (v - v0) * 1e6 / float64(ops)
 		}
 	}
 	return out
+}
+
+// otherCores returns how many cores, on average between a and b, were busy
+// with processes other than the sampled ones (other work on the machine,
+// which the figures of that window share it with).
+func otherCores(a, b cpuSample, seconds float64) float64 {
+	m0, ok0 := a[machineRole]
+	m1, ok1 := b[machineRole]
+	if !ok0 || !ok1 || seconds <= 0 {
+		return 0
+	}
+	other := m1 - m0
+	for role, v := range b {
+		if v0, ok := a[role]; ok && role != machineRole {
+			other -= v - v0
+		}
+	}
+	return max(other, 0) / seconds
 }
 
 // brokerPID finds the beam.smp process that listens on the AMQP port:

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -77,12 +78,12 @@ type rawCall struct {
 // (see docs/benchmarks.md for what reliable adds). id's topology must
 // exist (setupRaw) and the echo backend serve it.
 func runRaw(o *options, m cpuMeter, id string, reliable bool, conns, w, rep int, warmup, d time.Duration) (loadResult, error) {
-	pubConn, err := amqp.Dial(o.amqpURL)
+	pubConn, err := amqpDial(o.amqpURL)
 	if err != nil {
 		return loadResult{}, err
 	}
 	defer pubConn.Close()
-	consConn, err := amqp.Dial(o.amqpURL)
+	consConn, err := amqpDial(o.amqpURL)
 	if err != nil {
 		return loadResult{}, err
 	}
@@ -249,7 +250,7 @@ func (l *rawLoad) consume(ch *amqp.Channel, deliveries <-chan amqp.Delivery) int
 // deleteTopology deletes the queues and exchanges of the given node ids and
 // the named extra exchanges, ignoring what is already gone.
 func deleteTopology(url string, ids []string, exchanges []string) error {
-	conn, err := amqp.Dial(url)
+	conn, err := amqpDial(url)
 	if err != nil {
 		return err
 	}
@@ -271,4 +272,34 @@ func deleteTopology(url string, ids []string, exchanges []string) error {
 		}
 	}
 	return nil
+}
+
+// amqpDial connects to the broker. A loopback broker is dialled from
+// 127.0.0.250 with the port chosen at connect (bindNoPort): the shared
+// ephemeral range of 127.0.0.1 may be full of TIME_WAIT left by other
+// clients on the host.
+func amqpDial(url string) (*amqp.Connection, error) {
+	u, err := amqp.ParseURI(url)
+	if err != nil {
+		return nil, err
+	}
+	d := &net.Dialer{Timeout: 10 * time.Second, Control: bindNoPort}
+	if ip := net.ParseIP(u.Host); ip != nil && ip.IsLoopback() && ip.To4() != nil {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 250)}
+	}
+	return amqp.DialConfig(url, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Properties: amqp.Table{"connection_name": "piped-bench"},
+		Dial: func(network, addr string) (net.Conn, error) {
+			c, err := d.Dial(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// As amqp.DefaultDial: the handshake must not hang forever.
+			if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+	})
 }

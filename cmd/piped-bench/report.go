@@ -152,6 +152,9 @@ func (r *report) table() string {
 			cell(over(raw, cpu("broker")), len(raw), fnum(1)), cmp, "≤ raw-reliable's", metIf(cmp != "", ok))
 		row("backend CPU µs per call at "+shape, cell(over(rpc, cpu("backend")), len(rpc), fnum(1)), cell(over(rel, cpu("backend")), len(rel), fnum(1)),
 			cell(over(raw, cpu("backend")), len(raw), fnum(1)), "", "", "")
+		oc := func(x loadResult) float64 { return x.OtherCores }
+		row("other processes' CPU during the window, cores", cell(over(rpc, oc), len(rpc), fnum(2)), cell(over(rel, oc), len(rel), fnum(2)),
+			cell(over(raw, oc), len(raw), fnum(2)), "of "+fmt.Sprint(r.Machine.NumCPU), "", "")
 		row("load generator CPU µs per call at "+shape, cell(over(rpc, cpu("harness")), len(rpc), fnum(1)), cell(over(rel, cpu("harness")), len(rel), fnum(1)),
 			cell(over(raw, cpu("harness")), len(raw), fnum(1)), "", "", "")
 	}

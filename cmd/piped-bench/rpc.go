@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,15 +19,42 @@ const drainTimeout = 5 * time.Second
 
 // dialer spreads client source addresses over 127.0.0.2, 127.0.0.3, …
 // (perIP connections each), so that more connections than one address has
-// ephemeral ports can be open.
+// ephemeral ports can be open. The port is chosen at connect, not at bind
+// (IP_BIND_ADDRESS_NO_PORT): a port reserved by bind would be taken from
+// the ephemeral range that every other connection on the host shares.
 func dialer(i, perIP int) *websocket.Dialer {
 	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+(i/perIP)%250))}
 	return &websocket.Dialer{
-		NetDial:          (&net.Dialer{LocalAddr: src, Timeout: 30 * time.Second}).Dial,
+		NetDial:          (&net.Dialer{LocalAddr: src, Timeout: 30 * time.Second, Control: bindNoPort}).Dial,
 		HandshakeTimeout: 30 * time.Second,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
 	}
+}
+
+// ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT (linux/in.h), which the
+// syscall package does not name.
+const ipBindAddressNoPort = 24
+
+func bindNoPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// closeAbort closes c with SO_LINGER 0: a reset rather than a FIN, so that
+// the thousands of connections a scenario closes leave no TIME_WAIT behind
+// to hold ports the next scenario (or the broker connection) needs.
+func closeAbort(c *websocket.Conn) {
+	if tc, ok := c.NetConn().(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 // rpcLoad is n WebSocket connections each keeping w calls in flight.
@@ -66,7 +94,7 @@ func runRPC(n *node, m cpuMeter, run string, conns, w, rep int, warmup, d time.D
 
 func (l *rpcLoad) closeAll() {
 	for _, c := range l.conns {
-		c.Close()
+		closeAbort(c)
 	}
 }
 

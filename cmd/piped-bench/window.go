@@ -29,6 +29,7 @@ type window struct {
 	ops     int64
 	seconds float64
 	cpu     map[string]float64 // µs per op by role
+	others  float64            // cores busy with other processes
 }
 
 // measureWindow lets the load warm up, then counts the answers and samples
@@ -40,7 +41,8 @@ func measureWindow(c *counters, m cpuMeter, warmup, d time.Duration) window {
 	time.Sleep(d)
 	c.measuring.Store(false)
 	a1, s1, t1 := c.answered.Load(), m.sample(), time.Now()
-	return window{ops: a1 - a0, seconds: t1.Sub(t0).Seconds(), cpu: perOp(s0, s1, a1-a0)}
+	secs := t1.Sub(t0).Seconds()
+	return window{ops: a1 - a0, seconds: secs, cpu: perOp(s0, s1, a1-a0), others: otherCores(s0, s1, secs)}
 }
 
 // loadResult is one run of the rpc, raw or raw-reliable path.
@@ -57,11 +59,14 @@ type loadResult struct {
 	Duplicated int64              `json:"duplicated"`
 	Errors     int64              `json:"errors"`
 	CPUPerCall map[string]float64 `json:"cpu_us_per_call"`
+	// OtherCores is the CPU (in cores) that processes other than node,
+	// broker, backend and harness used during the window.
+	OtherCores float64 `json:"other_cores"`
 }
 
 func (w window) result(path string, conns, inflight, rep int, lat []time.Duration, lost, dup, errs int64) loadResult {
 	r := loadResult{Path: path, Conns: conns, InFlight: inflight, Rep: rep, Calls: w.ops, Seconds: w.seconds,
-		Latency: summarize(lat), Lost: lost, Duplicated: dup, Errors: errs, CPUPerCall: w.cpu}
+		Latency: summarize(lat), Lost: lost, Duplicated: dup, Errors: errs, CPUPerCall: w.cpu, OtherCores: w.others}
 	if w.seconds > 0 {
 		r.Rate = float64(w.ops) / w.seconds
 	}
