@@ -16,6 +16,7 @@
 // chart) into -out. docs/benchmarks.md describes the method.
 //
 //	piped-bench [-quick] [-only rpc,raw,raw-reliable,idle,fanout,connect] [-out docs]
+//	piped-bench report FILE.json   (prints the table of an earlier run again)
 //	piped-bench connect-worker …   (run by piped-bench itself)
 package main
 
@@ -59,6 +60,13 @@ type options struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "connect-worker" {
 		os.Exit(connectWorker(os.Args[2:]))
+	}
+	if len(os.Args) == 3 && os.Args[1] == "report" {
+		if err := rerender(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "piped-bench report:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -406,4 +414,18 @@ func describeMachine(amqpURL string) machine {
 		c.Close()
 	}
 	return m
+}
+
+// rerender prints the table of the run recorded in a benchmarks.json.
+func rerender(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	fmt.Print(r.table())
+	return nil
 }
