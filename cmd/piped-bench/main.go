@@ -45,7 +45,7 @@ var scenarios = []string{"rpc", "raw", "raw-reliable", "idle", "fanout", "connec
 type options struct {
 	piped, echo, amqpURL, out, pprofURL string
 	only                                map[string]bool
-	quick                               bool
+	quick, ownBroker                    bool
 	reps                                int
 	conns, inflight                     int
 	warmup, duration                    time.Duration
@@ -85,6 +85,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.piped, "piped", "bin/piped", "node binary (make build-piped)")
 	fs.StringVar(&o.echo, "echo-backend", "bin/echo-backend", "echo backend binary (make build-echo-backend)")
 	fs.StringVar(&o.amqpURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "broker")
+	fs.BoolVar(&o.ownBroker, "own-broker", false, "run against a RabbitMQ node of the harness's own (root; rabbitmq-server), so that the broker's CPU counts no other client's traffic; the shared broker when it cannot start")
 	fs.StringVar(&o.out, "out", "docs", "directory for benchmarks.json and benchmarks.svg (empty: none)")
 	fs.StringVar(&o.pprofURL, "pprof-url", "", "idle: the node's net/http/pprof base URL (a -tags pprof build, e.g. http://127.0.0.1:6060), to force a GC before each memory reading")
 	only := fs.String("only", strings.Join(scenarios, ","), "comma-separated scenarios: "+strings.Join(scenarios, ","))
@@ -152,6 +153,18 @@ func run(ctx context.Context, o *options) error {
 	for _, b := range []string{o.piped, o.echo} {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("%w (make build builds bin/piped and bin/echo-backend)", err)
+		}
+	}
+	if o.ownBroker {
+		logf("starting a RabbitMQ node of our own")
+		b, err := startOwnBroker("piped-bench-" + strconv.Itoa(os.Getpid()))
+		if err != nil {
+			logf("cannot start a RabbitMQ node of our own, using %s: %v", o.amqpURL, err)
+			o.ownBroker = false
+		} else {
+			defer b.stop()
+			o.amqpURL = b.url()
+			logf("RabbitMQ node %s on %s", b.name, o.amqpURL)
 		}
 	}
 	amqpPort := 5672
@@ -374,7 +387,7 @@ func (o *options) describe() map[string]any {
 		"warmup": o.warmup.String(), "duration": o.duration.String(), "lat_duration": o.latDuration.String(),
 		"idle_conns": o.idleConns, "settle": o.settle.String(), "fanout_conns": o.fanConns, "fanout_tokens": o.fanTokens,
 		"fanout_window": o.fanWindow, "connect_workers": o.connWorkers, "connect_conc": o.connConc,
-		"connect_duration": o.connDuration.String(), "pprof_url": o.pprofURL,
+		"connect_duration": o.connDuration.String(), "pprof_url": o.pprofURL, "own_broker": o.ownBroker,
 	}
 }
 

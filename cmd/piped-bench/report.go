@@ -65,6 +65,19 @@ func paired[T any](a, b []T, rep func(T) int, f func(T) float64) (spread, int) {
 	return spreadOf(qs), len(qs)
 }
 
+// pairedDiff is paired's difference f(a) − f(b) instead of the ratio.
+func pairedDiff(a, b []loadResult, f func(loadResult) float64) (spread, int) {
+	var ds []float64
+	for _, x := range a {
+		for _, y := range b {
+			if x.Rep == y.Rep {
+				ds = append(ds, f(x)-f(y))
+			}
+		}
+	}
+	return spreadOf(ds), len(ds)
+}
+
 func loadRep(x loadResult) int  { return x.Rep }
 func fanRep(x fanoutResult) int { return x.Rep }
 
@@ -84,6 +97,8 @@ func cell(s spread, n int, format func(float64) string) string {
 func fnum(prec int) func(float64) string {
 	return func(v float64) string { return fmt.Sprintf("%.*f", prec, v) }
 }
+
+func fsigned(v float64) string { return fmt.Sprintf("%+.2f", v) }
 
 // frate formats a rate: 21.3 k, 950.
 func frate(v float64) string {
@@ -121,17 +136,17 @@ func (r *report) table() string {
 		rpc, rel, raw := r.runs("rpc", conns, w), r.runs("raw-reliable", conns, w), r.runs("raw", conns, w)
 		rate := func(x loadResult) float64 { return x.Rate }
 		shape := fmt.Sprintf("%d × %d", conns, w)
-		cmp, ok := "", false
+		cmp, v := "", ""
 		if len(rpc) > 0 && len(rel) > 0 {
 			q, n := paired(rpc, rel, loadRep, rate)
-			cmp, ok = cell(q, n, fnum(2))+" of raw-reliable", q.Median >= targetRPCRatio
+			cmp, v = cell(q, n, fnum(2))+" of raw-reliable", verdict(q, n, func(x float64) bool { return x >= targetRPCRatio })
 			if len(raw) > 0 {
 				q, n := paired(rpc, raw, loadRep, rate)
 				cmp += ", " + cell(q, n, fnum(2)) + " of raw"
 			}
 		}
 		row("calls/s at "+shape, cell(over(rpc, rate), len(rpc), frate), cell(over(rel, rate), len(rel), frate), cell(over(raw, rate), len(raw), frate),
-			cmp, fmt.Sprintf("≥ %.2f of raw-reliable", targetRPCRatio), metIf(cmp != "", ok))
+			cmp, fmt.Sprintf("≥ %.2f of raw-reliable", targetRPCRatio), v)
 		lat := func(rs []loadResult) string {
 			if len(rs) == 0 {
 				return "—"
@@ -160,15 +175,16 @@ func (r *report) table() string {
 		}
 		if len(rpc) > 0 {
 			s := over(rpc, cpu("node"))
-			row("node CPU µs per call at "+shape, cell(s, len(rpc), fnum(1)), "—", "—", "", fmt.Sprintf("≤ %.0f µs", targetNodeCPU), met(s.Median <= targetNodeCPU))
+			row("node CPU µs per call at "+shape, cell(s, len(rpc), fnum(1)), "—", "—", "", fmt.Sprintf("≤ %.0f µs", targetNodeCPU),
+				verdict(s, len(rpc), func(x float64) bool { return x <= targetNodeCPU }))
 		}
-		cmp, ok = "", false
+		cmp, v = "", ""
 		if len(rpc) > 0 && len(rel) > 0 {
 			q, n := paired(rpc, rel, loadRep, cpu("broker"))
-			cmp, ok = cell(q, n, fnum(2))+" of raw-reliable", q.Median <= targetBrokerCPURel
+			cmp, v = cell(q, n, fnum(2))+" of raw-reliable", verdict(q, n, func(x float64) bool { return x <= targetBrokerCPURel })
 		}
 		row("broker CPU µs per call at "+shape, cell(over(rpc, cpu("broker")), len(rpc), fnum(1)), cell(over(rel, cpu("broker")), len(rel), fnum(1)),
-			cell(over(raw, cpu("broker")), len(raw), fnum(1)), cmp, "≤ raw-reliable's", metIf(cmp != "", ok))
+			cell(over(raw, cpu("broker")), len(raw), fnum(1)), cmp, "≤ raw-reliable's", v)
 		row("backend CPU µs per call at "+shape, cell(over(rpc, cpu("backend")), len(rpc), fnum(1)), cell(over(rel, cpu("backend")), len(rel), fnum(1)),
 			cell(over(raw, cpu("backend")), len(raw), fnum(1)), "", "", "")
 		oc := func(x loadResult) float64 { return x.OtherCores }
@@ -179,16 +195,17 @@ func (r *report) table() string {
 	}
 	if rpc, rel, raw := r.runs("rpc", 1, 1), r.runs("raw-reliable", 1, 1), r.runs("raw", 1, 1); len(rpc)+len(rel)+len(raw) > 0 {
 		p50 := func(x loadResult) float64 { return x.Latency.P50 }
-		cmp, ok := "", false
+		cmp, v := "", ""
 		if len(rpc) > 0 && len(raw) > 0 {
-			d := over(rpc, p50).Median - over(raw, p50).Median
-			cmp, ok = fmt.Sprintf("%+.2f ms over raw", d), d <= targetP50Extra+1e-9
+			d, n := pairedDiff(rpc, raw, p50)
+			cmp, v = cell(d, n, fsigned)+" ms over raw", verdict(d, n, func(x float64) bool { return x <= targetP50Extra+1e-9 })
 			if len(rel) > 0 {
-				cmp += fmt.Sprintf(", %+.2f ms over raw-reliable", over(rpc, p50).Median-over(rel, p50).Median)
+				d, n := pairedDiff(rpc, rel, p50)
+				cmp += ", " + cell(d, n, fsigned) + " ms over raw-reliable"
 			}
 		}
 		row("p50 ms at 1 × 1", cell(over(rpc, p50), len(rpc), fnum(3)), cell(over(rel, p50), len(rel), fnum(3)), cell(over(raw, p50), len(raw), fnum(3)),
-			cmp, fmt.Sprintf("≤ raw + %.2f ms", targetP50Extra), metIf(cmp != "", ok))
+			cmp, fmt.Sprintf("≤ raw + %.2f ms", targetP50Extra), v)
 		p99 := func(x loadResult) float64 { return x.Latency.P99 }
 		row("p99 ms at 1 × 1", cell(over(rpc, p99), len(rpc), fnum(3)), cell(over(rel, p99), len(rel), fnum(3)), cell(over(raw, p99), len(raw), fnum(3)), "", "", "")
 		rate := func(x loadResult) float64 { return x.Rate }
@@ -216,17 +233,17 @@ func (r *report) table() string {
 			}
 		}
 		rate := func(x fanoutResult) float64 { return x.Rate }
-		cmp, ok := "", false
+		cmp, v := "", ""
 		if len(node) > 0 && len(raw) > 0 {
 			q, n := paired(node, raw, fanRep, rate)
-			cmp, ok = cell(q, n, fnum(2))+" of the raw consume rate", q.Median >= targetFanoutRatio
+			cmp, v = cell(q, n, fnum(2))+" of the raw consume rate", verdict(q, n, func(x float64) bool { return x >= targetFanoutRatio })
 		}
 		label := "fanout: events/s delivered"
 		if len(node) > 0 {
 			label = fmt.Sprintf("fanout: events/s delivered, %d connections, %d tokens", node[0].Conns, node[0].Tokens)
 		}
 		row(label, cell(over(node, rate), len(node), frate), "—", cell(over(raw, rate), len(raw), frate)+" (plain consumer)",
-			cmp, fmt.Sprintf("≥ %.2f of raw", targetFanoutRatio), metIf(cmp != "", ok))
+			cmp, fmt.Sprintf("≥ %.2f of raw", targetFanoutRatio), v)
 		cpu := func(role string) func(fanoutResult) float64 {
 			return func(x fanoutResult) float64 { return x.CPUPerEvent[role] }
 		}
@@ -243,6 +260,23 @@ func (r *report) table() string {
 		r.Machine.Kernel, r.Machine.NumCPU, r.Machine.CPU, r.Machine.RabbitMQ, r.Machine.Go, r.Machine.Load,
 		r.Started.Format("2006-01-02 15:04"), math.Round(r.Seconds), r.Options["reps"])
 	return b.String()
+}
+
+// verdict says whether a figure measured n times (spread s) meets ok:
+// "yes" when every repetition does, "no" when none does, and "unclear" when
+// the range crosses the target — then the median alone would mislead.
+func verdict(s spread, n int, ok func(float64) bool) string {
+	switch {
+	case n == 0:
+		return ""
+	case n == 1 || s.Min == s.Max:
+		return met(ok(s.Median))
+	case ok(s.Min) && ok(s.Max) && ok(s.Median):
+		return "yes"
+	case !ok(s.Min) && !ok(s.Max) && !ok(s.Median):
+		return "**no**"
+	}
+	return fmt.Sprintf("unclear (median: %s)", strings.Trim(met(ok(s.Median)), "*"))
 }
 
 // metIf is met(ok) when the figure could be compared, else empty.
