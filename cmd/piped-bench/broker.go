@@ -94,11 +94,20 @@ func startOwnBroker(name string) (*ownBroker, error) {
 		b.remove()
 		return nil, fmt.Errorf("rabbitmq-server -detached: %v\n%s", err, out)
 	}
+	// await_startup fails at once (exit 69) while the Erlang node is not
+	// reachable yet: ask again until it waits and succeeds.
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, "rabbitmqctl", "-n", b.name, "await_startup").CombinedOutput(); err != nil {
-		b.stop()
-		return nil, fmt.Errorf("rabbitmqctl -n %s await_startup: %v\n%s", b.name, err, out)
+	for {
+		out, err := exec.CommandContext(ctx, "rabbitmqctl", "-n", b.name, "await_startup").CombinedOutput()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			b.stop()
+			return nil, fmt.Errorf("rabbitmqctl -n %s await_startup: %v\n%s", b.name, err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
