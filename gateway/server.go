@@ -143,6 +143,7 @@ func New(o Options) *Server {
 			log:            o.Logger,
 			metrics:        o.Metrics,
 			tracing:        o.Tracing,
+			poll:           newPoller(),
 		},
 	}
 	s.SetLimits(LimitsOf(o.WS))
@@ -311,11 +312,13 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if s.hooks.connect != nil {
 		s.hooks.connect.NotifyConnect(r.Context(), token, c.id)
 	}
-	// The read loop gets a goroutine of its own and this handler returns, so
-	// that net/http's connection goroutine ends and lets go of its grown
-	// stack and its 4 KiB read and write buffers: an idle connection should
-	// hold only what it needs. The hub owns the goroutine (Close waits for it).
-	go c.serve(context.Background())
+	// serve runs on a goroutine of its own and this handler returns, so that
+	// net/http's connection goroutine ends and lets go of its grown stack and
+	// its 4 KiB read and write buffers: an idle connection should hold only
+	// what it needs. On Linux serve hands the connection to the poller and
+	// returns too; without a pollable socket it is the read loop. The hub
+	// waits for every connection's end (Close).
+	go c.serve()
 }
 
 // verify returns the identity token stands for, or false when the verifier

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -129,10 +130,28 @@ func sourceAddr(src, i int) net.IP {
 // dialer spreads client ports over loopback source addresses (sourceAddr).
 func dialer(i int) *websocket.Dialer { return dialerFrom(0, i) }
 
-func dialerFrom(src, i int) *websocket.Dialer {
-	addr := &net.TCPAddr{IP: sourceAddr(src, i)}
-	return &websocket.Dialer{NetDial: (&net.Dialer{LocalAddr: addr}).Dial, HandshakeTimeout: 30 * time.Second}
+func dialerFrom(src, i int) *websocket.Dialer { return dialerAt(sourceAddr(src, i)) }
+
+// dialerAt dials from ip with IP_BIND_ADDRESS_NO_PORT: the port is chosen
+// at connect time, by the 4-tuple. A port bound before connect would be
+// kept from every other connect() on the machine while it lingers in
+// TIME_WAIT, starving other processes of ephemeral ports.
+func dialerAt(ip net.IP) *websocket.Dialer {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return &websocket.Dialer{NetDial: d.Dial, HandshakeTimeout: 30 * time.Second}
 }
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.
+const ipBindAddressNoPort = 24
 
 func idle(base, metricsURL string, pid, n int, settle, hold time.Duration, src int) error {
 	before, err := rss(metricsURL, pid)
@@ -200,8 +219,7 @@ func connect(base string, workers int, d time.Duration, src int) error {
 				t0 := time.Now()
 				// A source address of its own per connection, cycling over
 				// 62,500: the TIME_WAIT ports each leaves spread thin.
-				addr := &net.TCPAddr{IP: net.IPv4(127, byte(src+1), byte(i/250%250), byte(2+i%250))}
-				dl := websocket.Dialer{NetDial: (&net.Dialer{LocalAddr: addr}).Dial, HandshakeTimeout: 30 * time.Second}
+				dl := dialerAt(net.IPv4(127, byte(src+1), byte(i/250%250), byte(2+i%250)))
 				c, _, err := dl.Dial(fmt.Sprintf("%s/api/connect-%d-%d", base, w, i), nil)
 				if err != nil {
 					st.errors.Add(1)
