@@ -345,12 +345,12 @@ func (c *Conn) writeClose(d Disconnect, text string) {
 func (c *Conn) serve() {
 	c.start()
 	if p := c.cfg.poll; p != nil {
-		if br := gorillaReader(c.ws); br != nil && p.add(c) == nil {
-			c.br = br // empty: gorilla refuses an upgrade with bytes after the request
-			if err := p.arm(c); err != nil {
-				c.finish(DisconnectGone)
+		if br := gorillaReader(c.ws); br != nil {
+			// br is empty: gorilla refuses an upgrade with bytes after the request.
+			c.br = br
+			if p.add(c) == nil {
+				return // armed: the poller starts a reader once bytes come
 			}
-			return
 		}
 	}
 	for {

@@ -53,7 +53,8 @@ func rawFD(c *Conn) (syscall.RawConn, bool) {
 	return rc, err == nil
 }
 
-// add registers c, not yet armed; it fails when c's socket has no file
+// add registers c armed (see arm), so the caller must not touch the
+// socket's read side afterwards; it fails when c's socket has no file
 // descriptor or epoll refuses it: then c keeps a read goroutine.
 func (p *poller) add(c *Conn) error {
 	rc, ok := rawFD(c)
@@ -74,16 +75,20 @@ func (p *poller) add(c *Conn) error {
 	id := r.next
 	var ctlErr error
 	if err := rc.Control(func(fd uintptr) {
-		c.fd = int32(fd)
-		// Added disarmed until arm: an empty mask still reports EPOLLHUP
-		// and EPOLLERR, which loop ignores while armed is false.
-		ev := unix.EpollEvent{}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 		setEventID(&ev, id)
+		c.fd = int32(fd)
+		c.pollID = id
+		c.run = r
+		c.armed.Store(true) // before the event can come
+		// Under mu: loop cannot find c before it is in conns, below.
 		ctlErr = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	}); err != nil {
 		ctlErr = err
 	}
 	if ctlErr != nil {
+		c.armed.Store(false)
+		c.run = nil
 		if len(r.conns) == 0 {
 			r.stop()
 			p.run = nil
@@ -91,8 +96,6 @@ func (p *poller) add(c *Conn) error {
 		return fmt.Errorf("gateway: epoll add: %w", ctlErr)
 	}
 	r.conns[id] = c
-	c.pollID = id
-	c.run = r
 	return nil
 }
 
@@ -111,12 +114,14 @@ func (p *poller) arm(c *Conn) error {
 }
 
 // remove unregisters c (it must have been added) before its socket is
-// closed; the last remove stops the poller's goroutine.
+// closed: closing the socket takes it out of the epoll set (no EPOLL_CTL_DEL
+// needed, Go holds no duplicate of the fd), and an event harvested before
+// that finds no connection under its id. The last remove stops the
+// poller's goroutine.
 func (p *poller) remove(c *Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := c.run
-	_ = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, int(c.fd), nil)
 	delete(r.conns, c.pollID)
 	if len(r.conns) == 0 && p.run == r {
 		r.stop()
