@@ -12,6 +12,8 @@ import (
 // $PIPED_PPROF_ADDR (default 127.0.0.1:6060) for profiling.
 func init() {
 	addr := os.Getenv("PIPED_PPROF_ADDR")
+	// Not a configuration key: config refuses unknown PIPED_* variables.
+	_ = os.Unsetenv("PIPED_PPROF_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:6060"
 	}

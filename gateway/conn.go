@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -30,11 +32,15 @@ const closeGrace = 2 * time.Second
 // a buffer of their own that the GC takes back.
 const maxPooledReadBuffer = 64 << 10
 
-// Conn is one client WebSocket. Exactly two goroutines touch the socket: the
-// read loop (the upgrading handler's goroutine, in serve) and the writer,
-// which runs only while something is queued and exits when the queue is
-// empty, so an idle connection parks a single goroutine. Send and Answer
-// never block: they queue, bounded by ws.send_queue_bytes.
+// Conn is one client WebSocket. At most two goroutines touch the socket:
+// the reader and the writer. The writer runs only while something is
+// queued and exits when the queue is empty. The reader, on Linux, too runs
+// only while a frame is being read: the server's poller (epoll) starts it
+// when the socket is readable, and it exits once gorilla holds nothing
+// buffered, so an idle connection parks no goroutine (see readReady).
+// Without a pollable socket the reader is a goroutine of its own for the
+// connection's life (serve). Send and Answer never block: they queue,
+// bounded by ws.send_queue_bytes.
 type Conn struct {
 	// Set at construction.
 	ws      *websocket.Conn
@@ -45,9 +51,27 @@ type Conn struct {
 	router  Router
 	cfg     *connConfig
 
-	// Owned by the read loop.
+	// Set when the poller registers the connection (pollable only).
+	br     *bufio.Reader // gorilla's, for Buffered
+	run    *pollRun
+	pollID uint64
+	fd     int32
+	// armed hands the reader's role over: set by the reader before it
+	// re-arms epoll, swapped back by the poller before it starts the next.
+	armed atomic.Bool
+	// lastRead is when the client last sent anything (a frame or a pong),
+	// in nanoseconds since connEpoch: the ping timer closes an idle
+	// client after ws.pong_timeout, as no read deadline fires without a
+	// parked reader.
+	lastRead atomic.Int64
+
+	// Owned by the read loop (one reader at a time, handed over by armed).
 	bucket       tokenBucket   // ws.rate_per_second
 	routeBuckets []routeBucket // one per route with a rate that this connection called, lazily
+	// ctx is every call's context, done when the connection ends; made by
+	// the first frame, so an idle connection holds none.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -60,15 +84,24 @@ type Conn struct {
 	flushFirst bool        // closing waits for the queue to be written
 	inflight   int         // calls with an id awaiting their answer
 	draining   bool        // close with 1012 once inflight reaches zero
-	// ping is armed by serve and stopped by serve when the connection ends;
-	// in between only its own callback re-arms it, and only while closing is
-	// nil, so no ping timer outlives the connection.
-	ping *time.Timer
-	// expiry, armed by serve only when expires is set and stopped by serve
-	// when the connection ends, closes the connection with 4003; it never
-	// re-arms itself.
+	// ping is armed by start and stopped by finish when the connection
+	// ends; in between only its own callback re-arms it, and only while
+	// closing is nil, so no ping timer outlives the connection.
+	ping     *time.Timer
+	nextPing time.Duration // since connEpoch: when the next ping is due
+	// expiry, armed by start only when expires is set and stopped by
+	// finish when the connection ends, closes the connection with 4003; it
+	// never re-arms itself.
 	expiry *time.Timer
+	// grace, armed by writeClose, cuts the socket when the client does not
+	// answer our close frame in time; stopped by finish.
+	grace *time.Timer
 }
+
+// connEpoch is the origin of Conn's monotonic timestamps.
+var connEpoch = time.Now()
+
+func sinceEpoch() time.Duration { return time.Since(connEpoch) }
 
 // connConfig is shared by every connection of a server.
 type connConfig struct {
@@ -85,6 +118,7 @@ type connConfig struct {
 	tracing        *telemetry.Tracing // may be nil
 	disconnect     Notifier           // nil: no $disconnect notices
 	readBufs       sync.Pool          // *[]byte
+	poll           *poller            // nil: every connection keeps a read goroutine
 }
 
 func newConn(ws *websocket.Conn, ident Identity, hub *Hub, router Router, cfg *connConfig) *Conn {
@@ -181,8 +215,18 @@ func (c *Conn) drain() {
 	}
 }
 
-// cut closes the socket at once, without a close frame.
-func (c *Conn) cut() { _ = c.ws.NetConn().Close() }
+// cut ends the socket at once, without a close frame: it shuts the socket
+// down, which wakes the reader (parked, or through the poller) with EOF;
+// the reader's finish then closes it.
+func (c *Conn) cut() {
+	if rc, ok := rawFD(c); ok {
+		err := rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+		if err == nil {
+			return
+		}
+	}
+	_ = c.ws.NetConn().Close()
+}
 
 // closeLocked records the first close reason and lets the writer send the
 // close frame: after the queue when flush, else at once (the queue is dropped).
@@ -286,34 +330,83 @@ func (c *Conn) writeClose(d Disconnect, text string) {
 		c.cut()
 		return
 	}
-	_ = c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+	c.mu.Lock()
+	if c.grace == nil {
+		c.grace = time.AfterFunc(closeGrace, c.cut)
+	}
+	c.mu.Unlock()
 }
 
-// serve runs the read loop until the connection ends; it owns the
+// serve starts the connection and reads it until it ends. It owns the
 // connection's registration in the hub, its ping timer, the socket's final
-// close and the connection's context: every call gets a context derived
-// from ctx that is cancelled when the connection ends, so the router drops
-// the calls still awaiting an answer then.
-func (c *Conn) serve(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+// close and the connection's context (see finish). When the server's
+// poller takes the connection, serve returns at once and readers are
+// started by the poller (readReady); else serve is the read loop.
+func (c *Conn) serve() {
+	c.start()
+	if p := c.cfg.poll; p != nil {
+		if br := gorillaReader(c.ws); br != nil {
+			// br is empty: gorilla refuses an upgrade with bytes after the request.
+			c.br = br
+			if p.add(c) == nil {
+				return // armed: the poller starts a reader once bytes come
+			}
+		}
+	}
+	for {
+		if d, ok := c.readOne(); !ok {
+			c.finish(d)
+			return
+		}
+	}
+}
+
+// start arms the connection's timers and read limits.
+func (c *Conn) start() {
 	m := c.cfg.metrics
 	m.Connections.Inc()
 	m.ConnectionsTotal.Inc()
 	c.ws.SetReadLimit(c.cfg.maxMessage)
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.pongTimeout))
 	c.ws.SetPongHandler(func(string) error { return c.extendReadDeadline() })
+	now := sinceEpoch()
+	c.lastRead.Store(int64(now))
 	c.mu.Lock()
+	c.nextPing = now + c.cfg.pingInterval
 	c.ping = time.AfterFunc(c.cfg.pingInterval, c.onPingTimer) // its callback waits for mu
 	if !c.expires.IsZero() {
 		// An already passed expiry fires at once: the client hears 4003.
 		c.expiry = time.AfterFunc(time.Until(c.expires), func() { c.Close(DisconnectTokenExpired) })
 	}
 	c.mu.Unlock()
+}
 
-	d := c.readLoop(ctx)
+// readReady is the reader of a polled connection: it reads frames while
+// gorilla holds buffered bytes, then re-arms the poller and returns. A
+// frame that has partly arrived blocks it (under the read deadline) until
+// the rest comes: a goroutine is taken only while a frame is being read.
+func (c *Conn) readReady() {
+	for {
+		d, ok := c.readOne()
+		if !ok {
+			c.finish(d)
+			return
+		}
+		if c.br.Buffered() > 0 {
+			continue
+		}
+		if err := c.cfg.poll.arm(c); err != nil {
+			c.finish(DisconnectGone)
+		}
+		return // the poller starts the next reader
+	}
+}
 
+// finish ends the connection once its reader has seen the socket end
+// (with d) or been cut; it runs on the reader, once.
+func (c *Conn) finish(d Disconnect) {
 	c.mu.Lock()
+	timedOut := c.closing == nil && d == DisconnectTimeout
 	if c.closing != nil {
 		d = *c.closing // the reason we closed for wins over how the socket ended
 	} else {
@@ -324,18 +417,27 @@ func (c *Conn) serve(ctx context.Context) {
 	if c.expiry != nil {
 		c.expiry.Stop() // a callback already running finds closing set and does nothing
 	}
+	if c.grace != nil {
+		c.grace.Stop()
+	}
 	c.mu.Unlock()
-	cancel() // nothing can be answered any more: the router forgets our calls
+	if c.cancel != nil {
+		c.cancel() // nothing can be answered any more: the router forgets our calls
+	}
 
-	if d == DisconnectTimeout {
+	if timedOut {
 		// Tell a client that may still be listening why, without waiting long.
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(d.Code, d.Reason), time.Now().Add(time.Second))
 	}
-	c.cut()
+	if c.run != nil {
+		c.cfg.poll.remove(c) // before the close: the fd may be reused at once
+	}
+	_ = c.ws.NetConn().Close()
 	c.hub.Remove(c)
 	if n := c.cfg.disconnect; n != nil {
-		n.NotifyDisconnect(context.WithoutCancel(ctx), c.token, c.id, d.Code, d.Reason)
+		n.NotifyDisconnect(context.Background(), c.token, c.id, d.Code, d.Reason)
 	}
+	m := c.cfg.metrics
 	m.Connections.Dec()
 	m.Disconnects.WithLabelValues(d.Reason).Inc()
 	if d != DisconnectNormal && d != DisconnectShutdown && d != DisconnectGone {
@@ -343,20 +445,32 @@ func (c *Conn) serve(ctx context.Context) {
 	}
 }
 
-// onPingTimer is the ping timer's function: the writer sends the ping, and
-// the timer is armed for the next one unless the connection is closing.
+// onPingTimer is the ping timer's function: it closes a client that sent
+// nothing for ws.pong_timeout (4000-range timeout, as the read deadline
+// would), else has the writer send a ping when one is due, and arms the
+// timer for whichever comes next unless the connection is closing.
 func (c *Conn) onPingTimer() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing != nil {
 		return
 	}
-	c.pingDue = true
-	c.startWriterLocked()
-	c.ping.Reset(c.cfg.pingInterval)
+	now := sinceEpoch()
+	deadline := time.Duration(c.lastRead.Load()) + c.cfg.pongTimeout
+	if now >= deadline {
+		c.closeLocked(DisconnectTimeout, false)
+		return
+	}
+	if now >= c.nextPing {
+		c.pingDue = true
+		c.startWriterLocked()
+		c.nextPing = now + c.cfg.pingInterval
+	}
+	c.ping.Reset(min(c.nextPing, deadline) - now)
 }
 
 func (c *Conn) extendReadDeadline() error {
+	c.lastRead.Store(int64(sinceEpoch()))
 	c.mu.Lock()
 	closing := c.closing != nil
 	c.mu.Unlock()
@@ -366,29 +480,31 @@ func (c *Conn) extendReadDeadline() error {
 	return c.ws.SetReadDeadline(time.Now().Add(c.cfg.pongTimeout))
 }
 
-// readLoop reads frames until the connection ends and says why it ended.
-func (c *Conn) readLoop(ctx context.Context) Disconnect {
-	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
-			return disconnectFor(err)
-		}
-		if err := c.extendReadDeadline(); err != nil {
-			return DisconnectGone
-		}
-		bp := c.readBuffer()
-		buf, err := readAll((*bp)[:0], r)
-		if err != nil {
-			c.putReadBuffer(bp, buf)
-			return disconnectFor(err)
-		}
-		if mt == websocket.TextMessage {
-			c.handleFrame(ctx, buf)
-		} else {
-			c.reject(ctx, nil, protocol.CodeBadRequest, "binary frames are not supported; send JSON text frames")
-		}
-		c.putReadBuffer(bp, buf)
+// readOne reads and handles one message; false: the connection ended, why.
+func (c *Conn) readOne() (Disconnect, bool) {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		return disconnectFor(err), false
 	}
+	if err := c.extendReadDeadline(); err != nil {
+		return DisconnectGone, false
+	}
+	bp := c.readBuffer()
+	buf, err := readAll((*bp)[:0], r)
+	if err != nil {
+		c.putReadBuffer(bp, buf)
+		return disconnectFor(err), false
+	}
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+	}
+	if mt == websocket.TextMessage {
+		c.handleFrame(c.ctx, buf)
+	} else {
+		c.reject(c.ctx, nil, protocol.CodeBadRequest, "binary frames are not supported; send JSON text frames")
+	}
+	c.putReadBuffer(bp, buf)
+	return Disconnect{}, true
 }
 
 func (c *Conn) readBuffer() *[]byte {

@@ -52,3 +52,8 @@ var ErrDraining = errors.New("gateway: node is draining")
 // ErrReadLoopsStuck is wrapped by Hub.Close's error when read loops did not
 // end within a grace period after their connections were cut.
 var ErrReadLoopsStuck = errors.New("gateway: read loops did not end after their connections were cut")
+
+// errNoFD says a connection cannot be watched by the poller (its net.Conn
+// has no file descriptor, or the system has no epoll): it keeps a read
+// goroutine.
+var errNoFD = errors.New("gateway: connection has no pollable file descriptor")

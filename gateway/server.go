@@ -143,6 +143,7 @@ func New(o Options) *Server {
 			log:            o.Logger,
 			metrics:        o.Metrics,
 			tracing:        o.Tracing,
+			poll:           newPoller(),
 		},
 	}
 	s.SetLimits(LimitsOf(o.WS))
@@ -150,8 +151,8 @@ func New(o Options) *Server {
 	s.upgrader = websocket.Upgrader{
 		// A small read buffer of its own (the server's 4 KiB one is let go),
 		// and write buffers borrowed from a pool only while writing: an idle
-		// connection holds neither.
-		ReadBufferSize:  1024,
+		// connection holds neither. readBufferSize says why it is this size.
+		ReadBufferSize:  readBufferSize,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.checkOrigin,
 		Error:           s.upgradeError,
@@ -174,6 +175,13 @@ func New(o Options) *Server {
 	internalRoutes(s.internal)
 	return s
 }
+
+// readBufferSize is gorilla's read buffer, which every connection holds for
+// its life, idle or not: it only needs to take one frame header and the
+// payload of a control frame (125 bytes); a frame payload larger than the
+// buffer is read straight into the read loop's pooled buffer. 512 bytes take
+// a typical call (under 500 bytes) with one read, and cost half of 1 KiB.
+const readBufferSize = 512
 
 func newEcho() *echo.Echo {
 	e := echo.New()
@@ -311,11 +319,13 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if s.hooks.connect != nil {
 		s.hooks.connect.NotifyConnect(r.Context(), token, c.id)
 	}
-	// The read loop gets a goroutine of its own and this handler returns, so
-	// that net/http's connection goroutine ends and lets go of its grown
-	// stack and its 4 KiB read and write buffers: an idle connection should
-	// hold only what it needs. The hub owns the goroutine (Close waits for it).
-	go c.serve(context.Background())
+	// serve runs on a goroutine of its own and this handler returns, so that
+	// net/http's connection goroutine ends and lets go of its grown stack and
+	// its 4 KiB read and write buffers: an idle connection should hold only
+	// what it needs. On Linux serve hands the connection to the poller and
+	// returns too; without a pollable socket it is the read loop. The hub
+	// waits for every connection's end (Close).
+	go c.serve()
 }
 
 // verify returns the identity token stands for, or false when the verifier

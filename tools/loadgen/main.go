@@ -6,7 +6,14 @@
 //	loadgen idle  --url ws://127.0.0.1:8080 --metrics http://127.0.0.1:8080/metrics --conns 10000
 //	loadgen calls --url ws://127.0.0.1:8080 --conns 50 --inflight 20 --duration 10s
 //	loadgen raw   --amqp-url amqp://guest:guest@127.0.0.1:5672/ --node raw-1 --conns 50 --inflight 20 --duration 10s
+//	loadgen connect --url ws://127.0.0.1:8080 --workers 8 --duration 5s --src 0
 //	loadgen cleanup --node ID   (deletes the node's queues and exchanges)
+//
+// idle reads the node's RSS from /proc/PID/status when --pid is given (else
+// from its metrics) and its goroutines from the metrics. connect dials and
+// closes connections as fast as --workers goroutines can; run several loadgen
+// processes side by side, each with its own --src, so that their source
+// addresses (and TIME_WAIT ports) do not collide.
 //
 // Numbers from one machine are comparable only with numbers from the same
 // run: compare ratios, not absolute values.
@@ -26,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -46,11 +54,17 @@ func main() {
 	inflight := fs.Int("inflight", 10, "calls in flight per connection")
 	duration := fs.Duration("duration", 10*time.Second, "how long to make calls")
 	settle := fs.Duration("settle", 5*time.Second, "idle: wait before measuring")
+	pid := fs.Int("pid", 0, "idle: the node's process id, to read VmRSS from /proc (0: from the metrics)")
+	hold := fs.Duration("hold", 0, "idle: keep the connections open this long after measuring (for profiles)")
+	workers := fs.Int("workers", 8, "connect: goroutines dialing")
+	src := fs.Int("src", 0, "source address block: loadgen processes running side by side need different ones (0-9)")
 	_ = fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
 	case "idle":
-		err = idle(*url, *metrics, *conns, *settle)
+		err = idle(*url, *metrics, *pid, *conns, *settle, *hold, *src)
+	case "connect":
+		err = connect(*url, *workers, *duration, *src)
 	case "calls":
 		err = calls(*url, *conns, *inflight, *duration)
 	case "raw":
@@ -66,8 +80,8 @@ func main() {
 	}
 }
 
-// rss reads process_resident_memory_bytes from the node's metrics.
-func rss(metricsURL string) (float64, error) {
+// metric reads the value of an unlabelled metric from the node's metrics.
+func metric(metricsURL, name string) (float64, error) {
 	resp, err := http.Get(metricsURL)
 	if err != nil {
 		return 0, err
@@ -75,21 +89,76 @@ func rss(metricsURL string) (float64, error) {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			return strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0, fmt.Errorf("no process_resident_memory_bytes in %s", metricsURL)
+	return 0, fmt.Errorf("no %s in %s", name, metricsURL)
 }
 
-// dialer spreads client ports over 127.0.0.x source addresses.
-func dialer(i int) *websocket.Dialer {
-	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i/20000))}
-	return &websocket.Dialer{NetDial: (&net.Dialer{LocalAddr: src}).Dial, HandshakeTimeout: 30 * time.Second}
+// rss reads the node's resident memory: VmRSS of pid, or without a pid
+// process_resident_memory_bytes from its metrics.
+func rss(metricsURL string, pid int) (float64, error) {
+	if pid == 0 {
+		return metric(metricsURL, "process_resident_memory_bytes")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-func idle(base, metricsURL string, n int, settle time.Duration) error {
-	before, err := rss(metricsURL)
+// portsPerSource is how many connections share one source address: well
+// below the 28,000 ephemeral ports of a default ip_local_port_range.
+const portsPerSource = 10000
+
+// sourceAddr returns the source address of connection i of address block
+// src: 127.<src+1>.x.y, a new address every portsPerSource connections
+// (every 127/8 address is loopback on Linux).
+func sourceAddr(src, i int) net.IP {
+	a := i / portsPerSource
+	return net.IPv4(127, byte(src+1), byte(a/250), byte(2+a%250))
+}
+
+// dialer spreads client ports over loopback source addresses (sourceAddr).
+func dialer(i int) *websocket.Dialer { return dialerFrom(0, i) }
+
+func dialerFrom(src, i int) *websocket.Dialer { return dialerAt(sourceAddr(src, i)) }
+
+// dialerAt dials from ip with IP_BIND_ADDRESS_NO_PORT: the port is chosen
+// at connect time, by the 4-tuple. A port bound before connect would be
+// kept from every other connect() on the machine while it lingers in
+// TIME_WAIT, starving other processes of ephemeral ports.
+func dialerAt(ip net.IP) *websocket.Dialer {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return &websocket.Dialer{NetDial: d.Dial, HandshakeTimeout: 30 * time.Second}
+}
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.
+const ipBindAddressNoPort = 24
+
+func idle(base, metricsURL string, pid, n int, settle, hold time.Duration, src int) error {
+	before, err := rss(metricsURL, pid)
+	if err != nil {
+		return err
+	}
+	gBefore, err := metric(metricsURL, "go_goroutines")
 	if err != nil {
 		return err
 	}
@@ -101,7 +170,7 @@ func idle(base, metricsURL string, n int, settle time.Duration) error {
 	}()
 	start := time.Now()
 	for i := range n {
-		c, _, err := dialer(i).Dial(fmt.Sprintf("%s/api/idle-%d", base, i), nil)
+		c, _, err := dialerFrom(src, i).Dial(fmt.Sprintf("%s/api/idle-%d", base, i), nil)
 		if err != nil {
 			return fmt.Errorf("connection %d: %w", i, err)
 		}
@@ -117,12 +186,62 @@ func idle(base, metricsURL string, n int, settle time.Duration) error {
 	}
 	fmt.Printf("opened %d connections in %v\n", n, time.Since(start).Round(time.Millisecond))
 	time.Sleep(settle)
-	after, err := rss(metricsURL)
+	after, err := rss(metricsURL, pid)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("node RSS before %.1f MiB, with %d idle connections %.1f MiB: %.0f bytes (%.2f KiB) per connection\n",
-		before/(1<<20), n, after/(1<<20), (after-before)/float64(n), (after-before)/float64(n)/1024)
+	gAfter, err := metric(metricsURL, "go_goroutines")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("node RSS before %.1f MiB, with %d idle connections %.1f MiB: %.0f bytes (%.2f KiB) per connection; goroutines %.0f -> %.0f (%.3f per connection)\n",
+		before/(1<<20), n, after/(1<<20), (after-before)/float64(n), (after-before)/float64(n)/1024,
+		gBefore, gAfter, (gAfter-gBefore)/float64(n))
+	time.Sleep(hold)
+	return nil
+}
+
+// connect dials new connections with workers goroutines for d, each closed
+// right after its upgrade, and reports connections per second and the
+// upgrade latency (TCP connect and handshake).
+func connect(base string, workers int, d time.Duration, src int) error {
+	var st stats
+	var next atomic.Int64
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1))
+				t0 := time.Now()
+				// A source address of its own per connection, cycling over
+				// 62,500: the TIME_WAIT ports each leaves spread thin.
+				dl := dialerAt(net.IPv4(127, byte(src+1), byte(i/250%250), byte(2+i%250)))
+				c, _, err := dl.Dial(fmt.Sprintf("%s/api/connect-%d-%d", base, w, i), nil)
+				if err != nil {
+					st.errors.Add(1)
+					continue
+				}
+				st.add(time.Since(t0))
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(st.latencies)
+	q := func(p float64) time.Duration {
+		if len(st.latencies) == 0 {
+			return 0
+		}
+		return st.latencies[int(float64(len(st.latencies)-1)*p)]
+	}
+	fmt.Printf("connect: %d connections in %v = %.0f connections/s; errors %d; upgrade latency p50 %v p99 %v max %v\n",
+		st.done.Load(), elapsed.Round(time.Millisecond), float64(st.done.Load())/elapsed.Seconds(),
+		st.errors.Load(), q(0.5), q(0.99), q(1))
 	return nil
 }
 
