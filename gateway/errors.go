@@ -52,3 +52,7 @@ var ErrDraining = errors.New("gateway: node is draining")
 // ErrReadLoopsStuck is wrapped by Hub.Close's error when read loops did not
 // end within a grace period after their connections were cut.
 var ErrReadLoopsStuck = errors.New("gateway: read loops did not end after their connections were cut")
+
+// errNotHijacker is the upgrade's error when the ResponseWriter cannot be
+// hijacked (the upgrader answers 500).
+var errNotHijacker = errors.New("gateway: the response writer cannot be hijacked")
