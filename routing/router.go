@@ -462,10 +462,20 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	r.log.Info("broker connected", "url", config.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
 
 	d := newDispatcher(r)
+	// Routed deliveries are acknowledged together within ackDelay (see
+	// dispatchBatch); ackDue is armed while some wait.
+	ackDue := time.NewTimer(ackDelay)
+	ackDue.Stop()
+	defer ackDue.Stop()
+	ackArmed := false
 	for {
 		select {
 		case <-ctx.Done():
+			d.ack(consCh)
 			return true, nil
+		case <-ackDue.C:
+			ackArmed = false
+			d.ack(consCh)
 		case e := <-consClosed:
 			return true, closeErr("consume connection", e)
 		case e := <-pubClosed:
@@ -477,6 +487,10 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 		case del, ok := <-deliveries:
 			if !ok || !d.dispatchBatch(consCh, &del, deliveries) {
 				return true, consumerEnded(consClosed, consChClosed)
+			}
+			if d.unacked > 0 && !ackArmed {
+				ackDue.Reset(ackDelay)
+				ackArmed = true
 			}
 		}
 	}
