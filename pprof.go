@@ -9,10 +9,11 @@ import (
 )
 
 // Built with -tags pprof, the node serves net/http/pprof on
-// $PIPED_PPROF_ADDR (default 127.0.0.1:6060) for profiling.
+// $PIPED_PPROF_ADDR (default 127.0.0.1:6060) for profiling. The variable is
+// removed from the environment once read: the configuration refuses PIPED_
+// variables that name no key.
 func init() {
 	addr := os.Getenv("PIPED_PPROF_ADDR")
-	// Not a configuration key: config refuses unknown PIPED_* variables.
 	_ = os.Unsetenv("PIPED_PPROF_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:6060"

@@ -288,11 +288,25 @@ func (c *Conn) writeLoop() {
 	}
 }
 
+// writeBatch writes the ping, if due, and the messages of batch; more than
+// one frame go out together in one socket write (see batchConn).
 func (c *Conn) writeBatch(batch [][]byte, ping bool) error {
 	deadline := time.Now().Add(c.cfg.writeTimeout)
 	if err := c.ws.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
+	if sock, ok := c.ws.NetConn().(*batchConn); ok && (len(batch) > 1 || len(batch) == 1 && ping) {
+		sock.hold()
+		err := c.writeFrames(batch, ping, deadline)
+		if rerr := sock.release(); err == nil {
+			err = rerr
+		}
+		return err
+	}
+	return c.writeFrames(batch, ping, deadline)
+}
+
+func (c *Conn) writeFrames(batch [][]byte, ping bool, deadline time.Time) error {
 	if ping {
 		if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
 			return err

@@ -57,3 +57,7 @@ var ErrReadLoopsStuck = errors.New("gateway: read loops did not end after their 
 // has no file descriptor, or the system has no epoll): it keeps a read
 // goroutine.
 var errNoFD = errors.New("gateway: connection has no pollable file descriptor")
+
+// errNotHijacker is the upgrade's error when the ResponseWriter cannot be
+// hijacked (the upgrader answers 500).
+var errNotHijacker = errors.New("gateway: the response writer cannot be hijacked")

@@ -298,7 +298,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 			return // answered
 		}
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	ws, err := s.upgrader.Upgrade(batchHijacker{w}, r, nil) // the socket is a *batchConn
 	if err != nil {
 		s.notOpened(r.Context(), token, authorized)
 		return // the upgrader answered the request

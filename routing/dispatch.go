@@ -16,6 +16,10 @@ import (
 // session goroutine only and never blocks on a connection.
 type dispatcher struct {
 	r *Router
+
+	// Owned by the session goroutine.
+	unacked int    // deliveries routed and not acknowledged yet
+	last    uint64 // the delivery tag of the last one routed
 }
 
 func newDispatcher(r *Router) *dispatcher { return &dispatcher{r: r} }
@@ -24,20 +28,29 @@ func newDispatcher(r *Router) *dispatcher { return &dispatcher{r: r} }
 // below amqp.prefetch so the broker never waits for an ack.
 const ackBatch = 64
 
+// ackDelay is how long a routed delivery waits at most for its ack, so
+// that one multiple-ack serves the deliveries of several batches (an ack
+// is a socket write for the node and a frame for the broker). It only
+// holds prefetch slots: a delivery is routed before it waits, and one
+// not acknowledged when the session ends is redelivered and dropped as
+// late or redelivered.
+const ackDelay = 2 * time.Millisecond
+
 // acker is the part of *amqp.Channel the dispatcher acknowledges with.
 type acker interface {
 	Ack(tag uint64, multiple bool) error
 }
 
 // dispatchBatch routes first and whatever deliveries are already waiting
-// (up to ackBatch), then acknowledges them all with one multiple-ack: under
-// load one ack frame serves many messages, when idle each is acked at once.
-// It reports false when deliveries was closed.
+// (up to ackBatch), and acknowledges every delivery routed so far with one
+// multiple-ack once ackBatch of them wait; otherwise the caller acks them
+// (ack) within ackDelay. It reports false when deliveries was closed.
 func (d *dispatcher) dispatchBatch(ch acker, first *amqp.Delivery, deliveries <-chan amqp.Delivery) bool {
 	d.route(first)
-	last, open := first.DeliveryTag, true
+	d.last, d.unacked = first.DeliveryTag, d.unacked+1
+	open := true
 batch:
-	for n := 1; n < ackBatch; n++ {
+	for d.unacked < ackBatch {
 		select {
 		case del, ok := <-deliveries:
 			if !ok {
@@ -45,15 +58,27 @@ batch:
 				break batch
 			}
 			d.route(&del)
-			last = del.DeliveryTag
+			d.last, d.unacked = del.DeliveryTag, d.unacked+1
 		default:
 			break batch
 		}
 	}
-	if err := ch.Ack(last, true); err != nil {
-		d.r.log.Debug("ack failed; the session is ending", "error", err)
+	if d.unacked >= ackBatch {
+		d.ack(ch)
 	}
 	return open
+}
+
+// ack acknowledges every delivery routed and not acknowledged yet, with
+// one multiple-ack.
+func (d *dispatcher) ack(ch acker) {
+	if d.unacked == 0 {
+		return
+	}
+	d.unacked = 0
+	if err := ch.Ack(d.last, true); err != nil {
+		d.r.log.Debug("ack failed; the session is ending", "error", err)
+	}
 }
 
 // route handles one delivery. Nothing a backend sends can make it fail:

@@ -61,7 +61,7 @@ func confirmingRouter(t *testing.T, requestTimeout time.Duration) (*Router, *rec
 	t.Helper()
 	r := newTestRouter(&fakeHub{}, requestTimeout)
 	ch := &recChannel{confirms: make(chan amqp.Confirmation, 1024)}
-	p := newPublisher(r, ch)
+	p := newPublisher(r, ch, nil)
 	r.pub.Store(p)
 	returns := make(chan amqp.Return)
 	wrote, ran := make(chan struct{}), make(chan struct{})

@@ -31,6 +31,18 @@ type unconfirmed struct {
 // the broker stops reading.
 const publishQueueSize = 16384
 
+// maxBurst is the most calls one burst publishes before their bytes are
+// written to the socket together (see batchConn): 64 calls of a few hundred
+// bytes fill a fraction of maxBurstBytes.
+const maxBurst = 64
+
+// burstSocket is the publishing connection's socket as the writer uses it
+// (*batchConn): writes collect between hold and release.
+type burstSocket interface {
+	hold()
+	release() error
+}
+
 // pubChannel is the part of *amqp.Channel the publisher writes to.
 type pubChannel interface {
 	GetNextPublishSeqNo() uint64
@@ -58,6 +70,7 @@ type publisher struct {
 	// Set at construction.
 	r    *Router
 	ch   pubChannel
+	sock burstSocket   // nil: every Publish writes on its own
 	jobs chan *pubJob  // the publish queue; sent to only under mu
 	done chan struct{} // closed by shutdown: write returns
 	stop sync.Once
@@ -73,8 +86,10 @@ type publisher struct {
 	closed bool
 }
 
-func newPublisher(r *Router, ch pubChannel) *publisher {
-	return &publisher{r: r, ch: ch, jobs: make(chan *pubJob, publishQueueSize), done: make(chan struct{})}
+// newPublisher returns the publisher of ch, whose connection's socket is
+// sock (nil: none that holds writes).
+func newPublisher(r *Router, ch pubChannel, sock burstSocket) *publisher {
+	return &publisher{r: r, ch: ch, sock: sock, jobs: make(chan *pubJob, publishQueueSize), done: make(chan struct{})}
 }
 
 // enqueue makes the assigned call j.c pending (unless it is a notice,
@@ -108,16 +123,42 @@ func (p *publisher) stalled(now time.Time) bool {
 }
 
 // write publishes queued calls, one after the other, until shutdown. Each
-// wakeup publishes everything queued by then without waiting; amqp091
-// flushes each Publish itself (it offers no publish without a flush).
+// wakeup publishes everything queued by then without waiting, in bursts of
+// up to maxBurst calls.
 func (p *publisher) write() {
 	for {
 		select {
 		case <-p.done:
 			return
 		case j := <-p.jobs:
-			p.publish(j)
+			p.burst(j)
 		}
+	}
+}
+
+// burst publishes j and the calls queued behind it, up to maxBurst, and
+// writes them to the socket with one write (amqp091 flushes each Publish:
+// without a socket that holds, each is a write of its own). The write
+// counts as a publish under way for the stall check. A failed write closed
+// the socket: the session ends and answers the calls (shutdown).
+func (p *publisher) burst(j *pubJob) {
+	if p.sock != nil {
+		p.sock.hold()
+	}
+	p.publish(j)
+more:
+	for n := 1; n < maxBurst; n++ {
+		select {
+		case j = <-p.jobs:
+			p.publish(j)
+		default:
+			break more
+		}
+	}
+	if p.sock != nil {
+		p.writingSince.Store(time.Now().UnixNano())
+		_ = p.sock.release()
+		p.writingSince.Store(0)
 	}
 }
 

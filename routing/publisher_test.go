@@ -93,7 +93,7 @@ func queueRouter(t testing.TB, ch *fakeChannel, confirmTimeout time.Duration) (*
 	t.Helper()
 	r := newTestRouter(&fakeHub{}, time.Hour)
 	r.confirmTimeout = confirmTimeout
-	p := newPublisher(r, ch)
+	p := newPublisher(r, ch, nil)
 	r.pub.Store(p)
 	done := make(chan struct{})
 	go func() { defer close(done); p.write() }()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -347,14 +348,30 @@ func (r *Router) setNotReady(err error) {
 // close-ok, or a Publish stuck on a broker that stopped reading.
 const closeTimeout = 2 * time.Second
 
-// dial opens one connection, named for the management UI.
-func (r *Router) dial(role string) (*amqp.Connection, error) {
+// dialTimeout bounds the TCP connect and the AMQP handshake.
+const dialTimeout = 10 * time.Second
+
+// dial opens one connection, named for the management UI. With sock, the
+// connection's socket is sock (whose Conn it sets).
+func (r *Router) dial(role string, sock *batchConn) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName("piped " + r.nodeID + " " + role)
+	dial := amqp.DefaultDial(dialTimeout)
+	if sock != nil {
+		plain := dial
+		dial = func(network, addr string) (net.Conn, error) {
+			c, err := plain(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			sock.Conn = c
+			return sock, nil
+		}
+	}
 	conn, err := amqp.DialConfig(r.url, amqp.Config{
 		Heartbeat:  r.heartbeat,
 		Properties: props,
-		Dial:       amqp.DefaultDial(10 * time.Second),
+		Dial:       dial,
 	})
 	if err != nil {
 		// amqp091's dial errors do not contain the URL; say which broker, redacted.
@@ -368,12 +385,13 @@ func (r *Router) dial(role string) (*amqp.Connection, error) {
 // topology, consumer and publisher. It returns when either connection or
 // channel fails or ctx is done, after stopping every goroutine it started.
 func (r *Router) session(ctx context.Context) (ready bool, err error) {
-	consConn, err := r.dial("consume")
+	consConn, err := r.dial("consume", nil)
 	if err != nil {
 		return false, err
 	}
 	defer consConn.Close()
-	pubConn, err := r.dial("publish")
+	pubSock := &batchConn{}
+	pubConn, err := r.dial("publish", pubSock)
 	if err != nil {
 		return false, err
 	}
@@ -418,7 +436,7 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	pubChClosed := pubCh.NotifyClose(make(chan *amqp.Error, 1))
 
 	var wg sync.WaitGroup
-	p := newPublisher(r, pubCh)
+	p := newPublisher(r, pubCh, pubSock)
 	wg.Add(3)
 	go func() { defer wg.Done(); p.run(confirms, returns) }()
 	go func() { defer wg.Done(); p.write() }()
@@ -444,10 +462,20 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	r.log.Info("broker connected", "url", config.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
 
 	d := newDispatcher(r)
+	// Routed deliveries are acknowledged together within ackDelay (see
+	// dispatchBatch); ackDue is armed while some wait.
+	ackDue := time.NewTimer(ackDelay)
+	ackDue.Stop()
+	defer ackDue.Stop()
+	ackArmed := false
 	for {
 		select {
 		case <-ctx.Done():
+			d.ack(consCh)
 			return true, nil
+		case <-ackDue.C:
+			ackArmed = false
+			d.ack(consCh)
 		case e := <-consClosed:
 			return true, closeErr("consume connection", e)
 		case e := <-pubClosed:
@@ -459,6 +487,10 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 		case del, ok := <-deliveries:
 			if !ok || !d.dispatchBatch(consCh, &del, deliveries) {
 				return true, consumerEnded(consClosed, consChClosed)
+			}
+			if d.unacked > 0 && !ackArmed {
+				ackDue.Reset(ackDelay)
+				ackArmed = true
 			}
 		}
 	}
