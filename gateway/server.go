@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -103,6 +104,7 @@ type Server struct {
 	hub      *Hub
 	ready    Readiness
 	upgrader websocket.Upgrader
+	opening  atomic.Int64 // upgrades past the ws.max_connections check, not yet in the hub
 	cfg      *connConfig
 	ws       config.WS // the fields Limits does not cover
 	router   Router
@@ -279,10 +281,23 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, why)
 		return
 	}
-	if max := s.cfg.limits.Load().MaxConnections; max > 0 && s.hub.Len() >= max {
-		s.metrics.UpgradesRefused.WithLabelValues("max_connections").Inc()
-		writeJSONError(w, http.StatusServiceUnavailable, "node is at ws.max_connections")
-		return
+	counted := false // this upgrade is in s.opening
+	if max := s.cfg.limits.Load().MaxConnections; max > 0 {
+		// Upgrades under way count too: a connection is in the hub only
+		// after its 101 went out, and concurrent upgrades must not all pass
+		// the check before any of them is added.
+		opening := s.opening.Add(1)
+		counted = true
+		defer func() {
+			if counted {
+				s.opening.Add(-1)
+			}
+		}()
+		if s.hub.Len()+int(opening) > max {
+			s.metrics.UpgradesRefused.WithLabelValues("max_connections").Inc()
+			writeJSONError(w, http.StatusServiceUnavailable, "node is at ws.max_connections")
+			return
+		}
 	}
 	id, ok := s.verify(r.Context(), token)
 	if !ok {
@@ -307,7 +322,12 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if authorized != "" {
 		c.id = authorized // the id the backend knows, before anyone sees c
 	}
-	if err := s.hub.Add(c); err != nil {
+	err = s.hub.Add(c)
+	if counted { // in the hub now, or refused: no longer opening
+		s.opening.Add(-1)
+		counted = false
+	}
+	if err != nil {
 		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(DisconnectShutdown.Code, DisconnectShutdown.Reason), time.Now().Add(s.ws.WriteTimeout))
 		_ = ws.Close()
