@@ -103,7 +103,7 @@ type Node struct {
 	ConfigFile string
 
 	cmd  *exec.Cmd
-	logs lockedBuffer // stdout and stderr
+	logs LockedBuffer // stdout and stderr
 	done chan struct{}
 	err  error // guarded by done
 }
@@ -474,19 +474,20 @@ func Inspect(t testing.TB, queue string) int {
 	return q.Messages
 }
 
-// lockedBuffer is an io.Writer safe for a process's stdout and stderr.
-type lockedBuffer struct {
+// LockedBuffer is an io.Writer safe for a process's stdout and stderr, whose
+// String may be read while the process writes.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

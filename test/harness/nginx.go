@@ -102,7 +102,7 @@ http {
 		t.Fatal(err)
 	}
 	x.cmd = exec.Command(bin, "-c", confPath, "-p", x.Dir, "-e", filepath.Join(x.Dir, "error.log"))
-	out := &lockedBuffer{}
+	out := &LockedBuffer{}
 	x.cmd.Stdout, x.cmd.Stderr = out, out
 	if err := x.cmd.Start(); err != nil {
 		t.Fatalf("start nginx: %v", err)

@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -267,7 +266,7 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 // backendProcess is a running example backend.
 type backendProcess struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *h.LockedBuffer
 	done chan struct{}
 }
 
@@ -277,7 +276,7 @@ func startExampleBackend(t *testing.T, b exampleBackend, root string, n *h.Node,
 	t.Helper()
 	cmd := b.command(root, append([]string{"--amqp-url", h.AMQPURL()}, args...)...)
 	cmd.Dir = root
-	p := &backendProcess{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &backendProcess{cmd: cmd, out: &h.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", cmd.Args, err)
@@ -418,24 +417,6 @@ func traceparentField(tp string, i int) string {
 		return ""
 	}
 	return f[i]
-}
-
-// syncBuffer is an io.Writer safe for a process's stdout and stderr.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // assertJSON checks that got is the same JSON value as want.

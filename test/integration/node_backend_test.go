@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -175,21 +174,10 @@ type nodeBackendProc struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 
-	mu  sync.Mutex
-	out bytes.Buffer // stdout and stderr, guarded by mu
+	out h.LockedBuffer // stdout and stderr
 }
 
-func (p *nodeBackendProc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *nodeBackendProc) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+func (p *nodeBackendProc) logs() string { return p.out.String() }
 
 // stop sends SIGTERM and returns the exit code (-1 when it had to be killed).
 func (p *nodeBackendProc) stop(t *testing.T) int {
@@ -211,7 +199,7 @@ func nodeBackendStart(t *testing.T, dir string, n *h.Node) *nodeBackendProc {
 	p := &nodeBackendProc{done: make(chan struct{})}
 	p.cmd = exec.Command("node", filepath.Join(dir, "backend.js"),
 		"--amqp-url", h.AMQPURL(), "--nodes", n.ID, "--mass-exchange", n.Mass, "--log-level", "debug")
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start node backend: %v", err)
 	}
