@@ -7,10 +7,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/piped-dev/piped/internal/rabbitnode"
 )
 
 // ownBroker is a RabbitMQ node of the harness's own (as test/faults starts
@@ -32,12 +33,6 @@ func startOwnBroker(name string) (*ownBroker, error) {
 	if _, err := exec.LookPath("rabbitmq-server"); err != nil {
 		return nil, err
 	}
-	u, err := user.Lookup("rabbitmq")
-	if err != nil {
-		return nil, err
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -51,30 +46,8 @@ func startOwnBroker(name string) (*ownBroker, error) {
 		return nil, err
 	}
 	b := &ownBroker{name: name + "@localhost", port: port, dir: dir}
-	files := map[string]string{
-		// Not the machine's /etc/rabbitmq/rabbitmq.conf, which listens on 5672.
-		"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\n", port),
-		"enabled_plugins": "[].\n",
-	}
-	for _, d := range []string{"mnesia", "log"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			b.remove()
-			return nil, err
-		}
-	}
-	for f, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o644); err != nil {
-			b.remove()
-			return nil, err
-		}
-	}
-	err = filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Chown(p, uid, gid)
-	})
-	if err != nil {
+	// Not the machine's /etc/rabbitmq/rabbitmq.conf, which listens on 5672.
+	if err := rabbitnode.PrepareDir(dir, fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\n", port)); err != nil {
 		b.remove()
 		return nil, err
 	}

@@ -9,13 +9,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/piped-dev/piped/internal/rabbitnode"
 )
 
 // The separate RabbitMQ node of this package. Its host part is localhost,
@@ -103,46 +104,17 @@ func startLocked() (*broker, error) {
 			return nil, fmt.Errorf("port %d is taken by something that is not %s", brokerPort, brokerNode)
 		}
 	}
-	u, err := user.Lookup("rabbitmq")
-	if err != nil {
-		return nil, fmt.Errorf("the rabbitmq user: %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-
 	dir, err := os.MkdirTemp("", "piped-faults-rabbitmq-")
 	if err != nil {
 		return nil, err
 	}
 	b := &broker{dir: dir}
-	files := map[string]string{
-		// The machine's /etc/rabbitmq/rabbitmq.conf listens on 5672: ours must not read it.
-		// A small receive buffer (no autotuning to tens of MiB) so that a
-		// stopped broker's sockets fill within seconds, as a real broker's
-		// do under load (TestBrokerStopsReading).
-		"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\ntcp_listen_options.recbuf = 65536\n", brokerPort),
-		"enabled_plugins": "[].\n",
-	}
-	for _, d := range []string{"mnesia", "log"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			b.remove()
-			return nil, err
-		}
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			b.remove()
-			return nil, err
-		}
-	}
-	// The server drops to the rabbitmq user and silently fails without access.
-	err = filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Chown(p, uid, gid)
-	})
-	if err != nil {
+	// The machine's /etc/rabbitmq/rabbitmq.conf listens on 5672: ours must not read it.
+	// A small receive buffer (no autotuning to tens of MiB) so that a
+	// stopped broker's sockets fill within seconds, as a real broker's
+	// do under load (TestBrokerStopsReading).
+	conf := fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\ntcp_listen_options.recbuf = 65536\n", brokerPort)
+	if err := rabbitnode.PrepareDir(dir, conf); err != nil {
 		b.remove()
 		return nil, err
 	}
