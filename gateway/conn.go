@@ -76,9 +76,13 @@ type Conn struct {
 	mu sync.Mutex
 	// Guarded by mu.
 	queue      [][]byte
-	queued     int         // bytes in queue
+	queued     int         // bytes in queue (and in tail)
+	tail       []byte      // the unwritten end of a frame written inline: the writer writes it first
+	pong       []byte      // non-nil: the writer answers the client's ping with this
+	wfd        int32       // the socket's descriptor for inline writes; -1: none (see sendLocked)
 	writing    bool        // a writer goroutine runs
 	pingDue    bool        // the writer sends a ping next
+	peerClosed bool        // the client sent a close frame: nothing more is written inline
 	closing    *Disconnect // set once: no more sends; the writer closes after flushing (or at once)
 	closeText  string      // set with closing, never after: the close frame's text when not closing.Reason
 	flushFirst bool        // closing waits for the queue to be written
@@ -122,7 +126,7 @@ type connConfig struct {
 }
 
 func newConn(ws *websocket.Conn, ident Identity, hub *Hub, router Router, cfg *connConfig) *Conn {
-	c := &Conn{ws: ws, token: ident.Subject, expires: ident.Expires, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg}
+	c := &Conn{ws: ws, token: ident.Subject, expires: ident.Expires, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg, wfd: -1}
 	c.bucket.setLimits(cfg.limits.Load())
 	return c
 }
@@ -160,6 +164,9 @@ func (c *Conn) sendLocked(msg []byte) bool {
 	if c.closing != nil {
 		return false
 	}
+	if !c.writing && c.wfd >= 0 && !c.peerClosed && len(msg)+maxFrameHeader <= maxInlineFrame {
+		return c.writeInlineLocked(msg)
+	}
 	if c.queued+len(msg) > c.cfg.sendQueueBytes && c.queued > 0 {
 		c.closeLocked(DisconnectSlow, false)
 		return false
@@ -167,6 +174,36 @@ func (c *Conn) sendLocked(msg []byte) bool {
 	c.queue = append(c.queue, msg)
 	c.queued += len(msg)
 	c.startWriterLocked()
+	return true
+}
+
+// maxFrameHeader is the longest header of a frame the server writes.
+const maxFrameHeader = 10
+
+// writeInlineLocked writes msg to the socket from the caller, with one
+// non-blocking write, when no writer runs: most messages then cost one
+// system call and no goroutine. What the socket does not take at once
+// becomes tail, which a writer goroutine writes before anything else (under
+// the write deadline, as any queued message). Only the writer and this
+// write, under mu with no writer running, write data frames, so frames never
+// interleave; pongs go through the writer (see start), and after the
+// client's close frame nothing is written inline.
+func (c *Conn) writeInlineLocked(msg []byte) bool {
+	var buf [maxInlineFrame]byte
+	n, frame, err := writeTextFrame(int(c.wfd), msg, &buf)
+	if err != nil {
+		d := DisconnectWriteFailed
+		c.closing = &d
+		c.writing = true // no writer starts: nothing more is written
+		c.queue, c.queued = nil, 0
+		c.cut()
+		return false
+	}
+	if n < len(frame) {
+		c.tail = append([]byte(nil), frame[n:]...)
+		c.queued += len(c.tail)
+		c.startWriterLocked()
+	}
 	return true
 }
 
@@ -263,9 +300,11 @@ func (c *Conn) writeLoop() {
 		text := c.closeText
 		ping := c.pingDue
 		c.pingDue = false
+		tail, pong := c.tail, c.pong // a tail is written even when the queue is dropped
+		c.tail, c.pong = nil, nil
 		batch, c.queue = c.queue, batch[:0]
 		c.queued = 0
-		if len(batch) == 0 && !ping && closing == nil {
+		if len(batch) == 0 && !ping && pong == nil && tail == nil && closing == nil {
 			c.writing = false
 			if cap(c.queue) > 64 {
 				c.queue = nil // let a burst's backing array go
@@ -275,7 +314,7 @@ func (c *Conn) writeLoop() {
 		}
 		c.mu.Unlock()
 
-		if err := c.writeBatch(batch, ping); err != nil {
+		if err := c.writeBatch(frames{tail: tail, pong: pong, ping: ping, batch: batch}); err != nil {
 			c.writeFailed()
 			return
 		}
@@ -288,31 +327,67 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeBatch writes the ping, if due, and the messages of batch; more than
-// one frame go out together in one socket write (see batchConn).
-func (c *Conn) writeBatch(batch [][]byte, ping bool) error {
+// frames is one turn of the writer, in the order it writes them.
+type frames struct {
+	tail  []byte // the rest of a frame written inline
+	pong  []byte // nil: no pong due
+	ping  bool
+	batch [][]byte
+}
+
+func (f frames) count() int {
+	n := len(f.batch)
+	if f.tail != nil {
+		n++
+	}
+	if f.pong != nil {
+		n++
+	}
+	if f.ping {
+		n++
+	}
+	return n
+}
+
+// writeBatch writes f; more than one frame go out together in one socket
+// write (see batchConn).
+func (c *Conn) writeBatch(f frames) error {
 	deadline := time.Now().Add(c.cfg.writeTimeout)
 	if err := c.ws.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
-	if sock, ok := c.ws.NetConn().(*batchConn); ok && (len(batch) > 1 || len(batch) == 1 && ping) {
+	if sock, ok := c.ws.NetConn().(*batchConn); ok && f.count() > 1 {
 		sock.hold()
-		err := c.writeFrames(batch, ping, deadline)
+		err := c.writeFrames(f, deadline)
 		if rerr := sock.release(); err == nil {
 			err = rerr
 		}
 		return err
 	}
-	return c.writeFrames(batch, ping, deadline)
+	return c.writeFrames(f, deadline)
 }
 
-func (c *Conn) writeFrames(batch [][]byte, ping bool, deadline time.Time) error {
-	if ping {
+func (c *Conn) writeFrames(f frames, deadline time.Time) error {
+	if f.tail != nil {
+		nc := c.ws.NetConn()
+		if err := nc.SetWriteDeadline(deadline); err != nil {
+			return err
+		}
+		if _, err := nc.Write(f.tail); err != nil {
+			return err
+		}
+	}
+	if f.pong != nil {
+		if err := c.ws.WriteControl(websocket.PongMessage, f.pong, deadline); err != nil {
+			return err
+		}
+	}
+	if f.ping {
 		if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
 			return err
 		}
 	}
-	for _, m := range batch {
+	for _, m := range f.batch {
 		if err := c.ws.WriteMessage(websocket.TextMessage, m); err != nil {
 			return err
 		}
@@ -383,9 +458,15 @@ func (c *Conn) start() {
 	c.ws.SetReadLimit(c.cfg.maxMessage)
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.pongTimeout))
 	c.ws.SetPongHandler(func(string) error { return c.extendReadDeadline() })
+	// Control frames the client asks for are written by the writer, or
+	// after the last inline write (see writeInlineLocked).
+	c.ws.SetPingHandler(c.onPing)
+	c.ws.SetCloseHandler(c.onClose)
+	fd := socketFD(c)
 	now := sinceEpoch()
 	c.lastRead.Store(int64(now))
 	c.mu.Lock()
+	c.wfd = fd
 	c.nextPing = now + c.cfg.pingInterval
 	c.ping = time.AfterFunc(c.cfg.pingInterval, c.onPingTimer) // its callback waits for mu
 	if !c.expires.IsZero() {
@@ -393,6 +474,28 @@ func (c *Conn) start() {
 		c.expiry = time.AfterFunc(time.Until(c.expires), func() { c.Close(DisconnectTokenExpired) })
 	}
 	c.mu.Unlock()
+}
+
+// onPing has the writer answer the client's ping with a pong carrying its
+// data, as gorilla's default handler would.
+func (c *Conn) onPing(data string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing == nil {
+		c.pong = append(make([]byte, 0, len(data)), data...)
+		c.startWriterLocked()
+	}
+	return nil
+}
+
+// onClose answers the client's close frame with the same code, as
+// gorilla's default handler does, once no inline write can follow.
+func (c *Conn) onClose(code int, _ string) error {
+	c.mu.Lock()
+	c.peerClosed = true
+	c.mu.Unlock()
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+	return nil
 }
 
 // readReady is the reader of a polled connection: it reads frames while
@@ -672,4 +775,15 @@ func disconnectFor(err error) Disconnect {
 	default:
 		return DisconnectProtocol
 	}
+}
+
+// rawFD returns the file descriptor of c's socket, or false when c's net.Conn
+// has none (then c keeps a read goroutine).
+func rawFD(c *Conn) (syscall.RawConn, bool) {
+	sc, ok := c.ws.NetConn().(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	return rc, err == nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,17 +40,6 @@ const wakeID = 0
 // newPoller returns a poller, or nil when this system cannot make one (the
 // connections then keep a goroutine each).
 func newPoller() *poller { return &poller{} }
-
-// rawFD returns the file descriptor of c's socket, or false when c's net.Conn
-// has none (then c keeps a read goroutine).
-func rawFD(c *Conn) (syscall.RawConn, bool) {
-	sc, ok := c.ws.NetConn().(syscall.Conn)
-	if !ok {
-		return nil, false
-	}
-	rc, err := sc.SyscallConn()
-	return rc, err == nil
-}
 
 // add registers c armed (see arm), so the caller must not touch the
 // socket's read side afterwards; it fails when c's socket has no file
