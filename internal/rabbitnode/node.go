@@ -94,6 +94,9 @@ func (n *Node) Start(ctx context.Context) error {
 		"RABBITMQ_PID_FILE="+filepath.Join(n.Dir, "rabbitmq.pid"),
 		"RABBITMQ_CONFIG_FILE="+filepath.Join(n.Dir, "rabbitmq.conf"),
 		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(n.Dir, "enabled_plugins"),
+		// No busy-waiting schedulers: several nodes share 2 cores with the
+		// tests, and an idle node should cost nothing.
+		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=+sbwt none +sbwtdcpu none +sbwtdio none",
 	)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("rabbitmq-server -detached (%s): %w\n%s", n.Name, err, out)
