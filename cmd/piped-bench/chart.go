@@ -8,11 +8,12 @@ import (
 
 // chart draws benchmarks.svg: calls/s of Piped, raw-reliable and raw at
 // the conns × inflight load, and beside it their CPU per call, stacked by
-// process (node, broker, backend). Medians over the repetitions.
+// process (node, broker, backend). Medians over the repetitions. It returns
+// nil when the run has none of these figures.
 func (r *report) chart() []byte {
 	conns, w := 0, 0
 	for _, c := range r.Calls {
-		if c.Conns != 1 || c.InFlight != 1 {
+		if (c.Conns != 1 || c.InFlight != 1) && !strings.HasPrefix(c.Path, "cluster-") {
 			conns, w = c.Conns, c.InFlight
 			break
 		}
@@ -34,6 +35,9 @@ func (r *report) chart() []byte {
 		}
 		bars = append(bars, b)
 	}
+	if len(bars) == 0 {
+		return nil
+	}
 	const (
 		width, height = 760, 360
 		top, bottom   = 50, 300 // plot area, y
@@ -44,10 +48,7 @@ func (r *report) chart() []byte {
 	fmt.Fprintf(&s, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	fmt.Fprintf(&s, `<text x="%d" y="20" font-size="14" font-weight="bold">Piped beside its ceiling, %d × %d calls in flight (%s, %d CPUs)</text>`+"\n",
 		20, conns, w, html.EscapeString(r.Started.Format("2006-01-02")), r.Machine.NumCPU)
-	if len(bars) == 0 {
-		s.WriteString(`<text x="20" y="60">no rpc, raw or raw-reliable figures in this run</text></svg>` + "\n")
-		return []byte(s.String())
-	}
+
 	colors := [3]string{"#4e79a7", "#f28e2b", "#59a14f"}
 	panel := func(x0 int, title, unit string, max float64, value func(bar) []float64, names []string) {
 		fmt.Fprintf(&s, `<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", x0, top-12, html.EscapeString(title))

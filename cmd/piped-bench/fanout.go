@@ -11,12 +11,15 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// fanoutResult is the event rate delivered to clients through a node, or
-// consumed from a plain queue bound the same way (Path "raw").
+// fanoutResult is the event rate delivered to clients through a node (Path
+// "piped"), drained by a node that holds the tokens of only one event in
+// Every (Path "filter"), or consumed from a plain queue bound the same way
+// (Path "raw").
 type fanoutResult struct {
 	Path        string             `json:"path"`
 	Conns       int                `json:"conns"`
 	Tokens      int                `json:"tokens"`
+	Every       int                `json:"held_every,omitempty"`
 	Window      int                `json:"window"`
 	Rep         int                `json:"rep"`
 	Events      int64              `json:"events"`
@@ -27,26 +30,53 @@ type fanoutResult struct {
 	OtherCores  float64            `json:"other_cores"`
 }
 
-// eventPublisher publishes events for tokens round robin to a mass
-// exchange, keeping at most window of them undelivered.
+// unheldTokens is how many distinct tokens no client holds the filter
+// publishes events for.
+const unheldTokens = 100000
+
+// eventPublisher publishes events to a mass exchange, keeping at most
+// window of them undelivered. One event in every is for a token a client
+// holds (round robin over tokens), the others for tokens nobody holds: a
+// node drains its in-queue in order, so each delivered event tells that
+// the every − 1 before it are gone too.
 type eventPublisher struct {
 	counters
 	slots     chan struct{}
 	published atomic.Int64
+	tokens    int
+	every     int
 }
 
+func newEventPublisher(window, tokens, every int) *eventPublisher {
+	return &eventPublisher{slots: make(chan struct{}, window), tokens: tokens, every: every}
+}
+
+// delivered counts one event received by a client (or the raw consumer),
+// and the every − 1 before it that it received nothing of.
 func (p *eventPublisher) delivered() {
-	select {
-	case <-p.slots:
-	default:
+	for range p.every {
+		select {
+		case <-p.slots:
+		default:
+		}
 	}
-	p.answered.Add(1)
+	p.answered.Add(int64(p.every))
 }
 
-func (p *eventPublisher) run(ch *amqp.Channel, mass string, tokens int) error {
-	for i := 0; !p.stopping.Load(); i++ {
+// token is the token of the i-th event.
+func (p *eventPublisher) token(i int) string {
+	if i%p.every == p.every-1 {
+		return "fan-" + strconv.Itoa((i/p.every)%p.tokens)
+	}
+	return "none-" + strconv.Itoa(i%unheldTokens)
+}
+
+// run publishes until stopping, and then to the end of the group of every
+// events (ending with a delivered one) it is in.
+func (p *eventPublisher) run(ch *amqp.Channel, mass string) error {
+	for i := 0; i%p.every != 0 || !p.stopping.Load(); i++ {
 		p.slots <- struct{}{}
-		body := []byte(`{"type":"event","event":"bench","token":"fan-` + strconv.Itoa(i%tokens) + `","payload":{"n":1}}`)
+		body := []byte(`{"type":"event","event":"bench","token":"` + p.token(i) + `","payload":{"n":1}}`)
 		if err := ch.Publish(mass, "", false, false, amqp.Publishing{ContentType: "application/json", Body: body}); err != nil {
 			return err
 		}
@@ -57,7 +87,7 @@ func (p *eventPublisher) run(ch *amqp.Channel, mass string, tokens int) error {
 
 // measure runs the publisher on its own connection through one window and
 // waits for the events still on their way.
-func (p *eventPublisher) measure(o *options, m cpuMeter, mass string, tokens int, warmup, d time.Duration) (window, int64, error) {
+func (p *eventPublisher) measure(o *options, m cpuMeter, mass string, warmup, d time.Duration) (window, int64, error) {
 	conn, err := amqpDial(o.amqpURL)
 	if err != nil {
 		return window{}, 0, err
@@ -68,18 +98,20 @@ func (p *eventPublisher) measure(o *options, m cpuMeter, mass string, tokens int
 		return window{}, 0, err
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- p.run(ch, mass, tokens) }()
+	go func() { errc <- p.run(ch, mass) }()
 	w := measureWindow(&p.counters, m, warmup, d)
 	p.stopping.Store(true)
-	// The publisher may wait for a slot: free it.
 	select {
 	case err = <-errc:
 	case <-time.After(time.Second):
-		select {
-		case <-p.slots:
-		default:
+		// Events were lost and the publisher waits for slots: free them.
+		for waiting := true; waiting; {
+			select {
+			case err = <-errc:
+				waiting = false
+			case <-p.slots:
+			}
 		}
-		err = <-errc
 	}
 	deadline := time.Now().Add(drainTimeout)
 	for p.answered.Load() < p.published.Load() && time.Now().Before(deadline) {
@@ -89,9 +121,9 @@ func (p *eventPublisher) measure(o *options, m cpuMeter, mass string, tokens int
 }
 
 // runFanoutNode connects conns clients with tokens distinct tokens to n and
-// publishes events for them to n's mass exchange.
-func runFanoutNode(o *options, n *node, m cpuMeter, conns, tokens, win, rep int, warmup, d time.Duration) (fanoutResult, error) {
-	p := &eventPublisher{slots: make(chan struct{}, win)}
+// publishes events to n's mass exchange, one in every for their tokens.
+func runFanoutNode(o *options, n *node, m cpuMeter, conns, tokens, every, win, rep int, warmup, d time.Duration) (fanoutResult, error) {
+	p := newEventPublisher(win, tokens, every)
 	var readers sync.WaitGroup
 	var ws []*websocket.Conn
 	defer func() {
@@ -115,8 +147,12 @@ func runFanoutNode(o *options, n *node, m cpuMeter, conns, tokens, win, rep int,
 			}
 		})
 	}
-	w, lost, err := p.measure(o, m, n.mass, tokens, warmup, d)
-	return fanoutResult{Path: "piped", Conns: conns, Tokens: tokens, Window: win, Rep: rep, Events: w.ops, Seconds: w.seconds,
+	w, lost, err := p.measure(o, m, n.mass, warmup, d)
+	path := "piped"
+	if every > 1 {
+		path = "filter"
+	}
+	return fanoutResult{Path: path, Conns: conns, Tokens: tokens, Every: every, Window: win, Rep: rep, Events: w.ops, Seconds: w.seconds,
 		Rate: float64(w.ops) / w.seconds, Lost: lost, CPUPerEvent: w.cpu, OtherCores: w.others}, err
 }
 
@@ -150,7 +186,7 @@ func runFanoutRaw(o *options, m cpuMeter, id, mass string, tokens, win, rep int,
 	if err != nil {
 		return fanoutResult{}, err
 	}
-	p := &eventPublisher{slots: make(chan struct{}, win)}
+	p := newEventPublisher(win, tokens, 1)
 	consumed := make(chan struct{})
 	go func() {
 		defer close(consumed)
@@ -173,7 +209,7 @@ func runFanoutRaw(o *options, m cpuMeter, id, mass string, tokens, win, rep int,
 			_ = ch.Ack(last, true)
 		}
 	}()
-	w, lost, err := p.measure(o, m, mass, tokens, warmup, d)
+	w, lost, err := p.measure(o, m, mass, warmup, d)
 	_ = ch.Cancel("piped-bench-fanout", false)
 	<-consumed
 	return fanoutResult{Path: "raw", Conns: 1, Tokens: tokens, Window: win, Rep: rep, Events: w.ops, Seconds: w.seconds,

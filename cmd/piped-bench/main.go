@@ -12,10 +12,18 @@
 //	fanout        events/s delivered to clients against a plain consumer
 //	connect       new WebSocket connections per second from worker processes
 //
-// It also writes benchmarks.json (every figure) and benchmarks.svg (a
-// chart) into -out. docs/benchmarks.md describes the method.
+// and, for the capacity table (not in the default set; -only all runs
+// everything):
 //
-//	piped-bench [-quick] [-only rpc,raw,raw-reliable,idle,fanout,connect] [-out docs]
+//	fanout-filter events/s a node drains for tokens it holds no connection of
+//	churn         queue.bind + queue.unbind per second on a direct exchange
+//	cluster-rpc   rpc and raw-reliable across a 3-node cluster of its own
+//
+// It also writes benchmarks.json (every figure) and, when it measured
+// calls, benchmarks.svg (a chart) into -out. docs/benchmarks.md describes
+// the method.
+//
+//	piped-bench [-quick] [-only rpc,raw,raw-reliable,idle,fanout,connect,fanout-filter,churn,cluster-rpc|all] [-out docs]
 //	piped-bench report FILE.json   (prints the table of an earlier run again)
 //	piped-bench connect-worker …   (run by piped-bench itself)
 package main
@@ -27,6 +35,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -40,7 +49,12 @@ import (
 )
 
 // scenarios in the order they run.
-var scenarios = []string{"rpc", "raw", "raw-reliable", "idle", "fanout", "connect"}
+var scenarios = []string{"rpc", "raw", "raw-reliable", "idle", "fanout", "fanout-filter", "connect", "churn", "cluster-rpc"}
+
+// defaultScenarios are those -only names when not given: the capacity
+// inputs (fanout-filter, churn, cluster-rpc) take minutes more and run on
+// request (make bench-capacity).
+var defaultScenarios = []string{"rpc", "raw", "raw-reliable", "idle", "fanout", "connect"}
 
 type options struct {
 	piped, echo, amqpURL, out, pprofURL string
@@ -55,6 +69,8 @@ type options struct {
 	fanConns, fanTokens, fanWindow      int
 	connWorkers, connConc               int
 	connDuration                        time.Duration
+	filterEvery                         int
+	churnK, churnStanding               []int
 }
 
 func main() {
@@ -88,9 +104,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.ownBroker, "own-broker", false, "run against a RabbitMQ node of the harness's own (root; rabbitmq-server), so that the broker's CPU counts no other client's traffic; the shared broker when it cannot start")
 	fs.StringVar(&o.out, "out", "docs", "directory for benchmarks.json and benchmarks.svg (empty: none)")
 	fs.StringVar(&o.pprofURL, "pprof-url", "", "idle: the node's net/http/pprof base URL (a -tags pprof build, e.g. http://127.0.0.1:6060), to force a GC before each memory reading")
-	only := fs.String("only", strings.Join(scenarios, ","), "comma-separated scenarios: "+strings.Join(scenarios, ","))
+	only := fs.String("only", strings.Join(defaultScenarios, ","), "comma-separated scenarios, or all: "+strings.Join(scenarios, ","))
 	fs.BoolVar(&o.quick, "quick", false, "about a minute: one repetition, short windows, 5,000 idle connections")
-	fs.IntVar(&o.reps, "reps", 3, "repetitions of rpc/raw/raw-reliable and fanout, alternating (the table shows median and range)")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of rpc/raw/raw-reliable, fanout/fanout-filter, churn and cluster-rpc, alternating (the table shows median and range)")
 	fs.IntVar(&o.conns, "conns", 100, "rpc, raw: connections (raw: virtual connections, one token each)")
 	fs.IntVar(&o.inflight, "inflight", 4, "rpc, raw: calls in flight per connection")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before each measured window")
@@ -106,6 +122,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.connWorkers, "connect-workers", 4, "connect: client processes")
 	fs.IntVar(&o.connConc, "connect-conc", 8, "connect: connections being made at once per process")
 	fs.DurationVar(&o.connDuration, "connect-duration", 5*time.Second, "connect: how long")
+	fs.IntVar(&o.filterEvery, "filter-every", 100, "fanout-filter: 1 event in so many is for a token a client holds (the others for tokens no client holds)")
+	churnK := fs.String("churn-k", "1,4,16", "churn: concurrency levels (goroutines, one AMQP channel each)")
+	churnStanding := fs.String("churn-standing", "0,10000", "churn: bindings standing on the queue during the window")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -127,6 +146,12 @@ func parseFlags(args []string) (*options, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
+		if s == "all" {
+			for _, a := range scenarios {
+				o.only[a] = true
+			}
+			continue
+		}
 		if !slices.Contains(scenarios, s) {
 			return nil, fmt.Errorf("-only: unknown scenario %q (want %s)", s, strings.Join(scenarios, ","))
 		}
@@ -134,6 +159,17 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.reps < 1 {
 		return nil, fmt.Errorf("-reps %d: at least 1", o.reps)
+	}
+	var err error
+	if o.churnK, err = parseCounts(*churnK, 1); err != nil {
+		return nil, fmt.Errorf("-churn-k: %w", err)
+	}
+	if o.churnStanding, err = parseCounts(*churnStanding, 0); err != nil {
+		return nil, fmt.Errorf("-churn-standing: %w", err)
+	}
+	slices.Sort(o.churnStanding) // added to between windows, never removed one by one
+	if o.only["fanout-filter"] && (o.filterEvery < 2 || o.filterEvery > o.fanWindow) {
+		return nil, fmt.Errorf("-filter-every %d: between 2 and -fanout-window (%d), so that every window of events in flight holds one the clients receive", o.filterEvery, o.fanWindow)
 	}
 	return o, nil
 }
@@ -190,7 +226,14 @@ func run(ctx context.Context, o *options) error {
 	t0 := time.Now()
 
 	if o.only["rpc"] || o.only["raw"] || o.only["raw-reliable"] {
-		res, err := runCalls(ctx, o, id, broker, self, &ids, &masses)
+		var paths []string
+		for _, p := range []string{"rpc", "raw-reliable", "raw"} {
+			if o.only[p] {
+				paths = append(paths, p)
+			}
+		}
+		site := callSite{paths: paths, nodeURL: o.amqpURL, backendURL: o.amqpURL, brokers: cpuMeter{"broker": broker}, latency: true}
+		res, err := runCalls(ctx, o, site, id, self, &ids, &masses)
 		rep.Calls = res
 		if err != nil {
 			return err
@@ -199,7 +242,7 @@ func run(ctx context.Context, o *options) error {
 	if o.only["idle"] {
 		nid := id("idle")
 		ids, masses = append(ids, nid), append(masses, "mass-"+nid)
-		n, err := startNode(ctx, o, nid, "mass-"+nid)
+		n, err := startNode(ctx, o, o.amqpURL, nid, "mass-"+nid)
 		if err != nil {
 			return err
 		}
@@ -211,19 +254,36 @@ func run(ctx context.Context, o *options) error {
 		}
 		rep.Idle = &r
 	}
-	if o.only["fanout"] {
+	if o.only["fanout"] || o.only["fanout-filter"] {
 		nid, rid := id("fan"), id("fanraw")
 		ids, masses = append(ids, nid, rid), append(masses, "mass-"+nid, "mass-"+rid)
-		n, err := startNode(ctx, o, nid, "mass-"+nid)
+		n, err := startNode(ctx, o, o.amqpURL, nid, "mass-"+nid)
 		if err != nil {
 			return err
 		}
+		// every: 1 (fanout, each event for a token the clients hold) or
+		// -filter-every (fanout-filter, most for tokens nobody holds).
+		var kinds []int
+		if o.only["fanout"] {
+			kinds = append(kinds, 1)
+		}
+		if o.only["fanout-filter"] {
+			kinds = append(kinds, o.filterEvery)
+		}
 		for r := range o.reps {
-			logf("fanout %d/%d: through the node, %d connections, %d tokens", r+1, o.reps, o.fanConns, o.fanTokens)
-			fn, err := runFanoutNode(o, n, cpuMeter{"node": n.pid(), "broker": broker, "harness": self}, o.fanConns, o.fanTokens, o.fanWindow, r+1, o.warmup, o.duration)
-			if err != nil {
-				n.stop(5 * time.Second)
-				return err
+			for _, every := range kinds {
+				if every == 1 {
+					logf("fanout %d/%d: through the node, %d connections, %d tokens", r+1, o.reps, o.fanConns, o.fanTokens)
+				} else {
+					logf("fanout-filter %d/%d: through the node, %d connections, 1 event in %d for their tokens", r+1, o.reps, o.fanConns, every)
+				}
+				fn, err := runFanoutNode(o, n, cpuMeter{"node": n.pid(), "broker": broker, "harness": self}, o.fanConns, o.fanTokens, every, o.fanWindow, r+1, o.warmup, o.duration)
+				if err != nil {
+					n.stop(5 * time.Second)
+					return err
+				}
+				logf("  %.0f events/s, node %.1f µs per event", fn.Rate, fn.CPUPerEvent["node"])
+				rep.Fanout = append(rep.Fanout, fn)
 			}
 			logf("fanout %d/%d: raw consumer", r+1, o.reps)
 			fr, err := runFanoutRaw(o, cpuMeter{"broker": broker, "harness": self}, rid, "mass-"+rid, o.fanTokens, o.fanWindow, r+1, o.warmup, o.duration)
@@ -231,14 +291,14 @@ func run(ctx context.Context, o *options) error {
 				n.stop(5 * time.Second)
 				return err
 			}
-			rep.Fanout = append(rep.Fanout, fn, fr)
+			rep.Fanout = append(rep.Fanout, fr)
 		}
 		n.stop(10 * time.Second)
 	}
 	if o.only["connect"] {
 		nid := id("conn")
 		ids, masses = append(ids, nid), append(masses, "mass-"+nid)
-		n, err := startNode(ctx, o, nid, "mass-"+nid)
+		n, err := startNode(ctx, o, o.amqpURL, nid, "mass-"+nid)
 		if err != nil {
 			return err
 		}
@@ -249,6 +309,18 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 		rep.Connect = &r
+	}
+	if o.only["churn"] {
+		res, err := runChurnLevels(o.amqpURL, "single", o, id("churn"), o.churnStanding, cpuMeter{"broker": broker, "harness": self})
+		rep.Churn = append(rep.Churn, res...)
+		if err != nil {
+			return err
+		}
+	}
+	if o.only["cluster-rpc"] {
+		if err := runCluster(ctx, o, rep, id, self); err != nil {
+			return err
+		}
 	}
 	rep.Seconds = time.Since(t0).Seconds()
 	table := rep.table()
@@ -264,31 +336,47 @@ func run(ctx context.Context, o *options) error {
 		if err := os.WriteFile(filepath.Join(o.out, "benchmarks.json"), append(j, '\n'), 0o644); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(o.out, "benchmarks.svg"), rep.chart(), 0o644); err != nil {
-			return err
+		logf("wrote %s", filepath.Join(o.out, "benchmarks.json"))
+		if svg := rep.chart(); svg != nil {
+			if err := os.WriteFile(filepath.Join(o.out, "benchmarks.svg"), svg, 0o644); err != nil {
+				return err
+			}
+			logf("wrote %s", filepath.Join(o.out, "benchmarks.svg"))
 		}
-		logf("wrote %s and %s", filepath.Join(o.out, "benchmarks.json"), filepath.Join(o.out, "benchmarks.svg"))
 	}
 	return nil
 }
 
-// runCalls runs rpc, raw and raw-reliable, at conns × inflight and at 1 × 1,
-// reps times, alternating the paths so that drift on the shared machine
-// spreads over all of them.
-func runCalls(ctx context.Context, o *options, id func(string) string, broker, self int, ids, masses *[]string) ([]loadResult, error) {
-	var paths []string
-	for _, p := range []string{"rpc", "raw-reliable", "raw"} {
-		if o.only[p] {
-			paths = append(paths, p)
-		}
-	}
-	pathID := map[string]string{"rpc": id("rpc"), "raw": id("raw"), "raw-reliable": id("rel")}
+// callSite is where runCalls makes its calls.
+type callSite struct {
+	prefix     string   // of the paths in the results: "" or "cluster-"
+	paths      []string // of rpc, raw-reliable and raw, in the order of the first repetition
+	nodeURL    string   // the node's broker, and that of the raw paths' publisher and consumer
+	backendURL string   // the echo backend's broker (its queue-out queues are declared there first)
+	brokers    cpuMeter // the broker processes, whose CPU is summed as "broker"
+	latency    bool     // also the 1 × 1 runs
+}
+
+// runCalls runs site's paths at conns × inflight (and at 1 × 1 when
+// site.latency), reps times, alternating the paths so that drift on the
+// shared machine spreads over all of them.
+func runCalls(ctx context.Context, o *options, site callSite, id func(string) string, self int, ids, masses *[]string) ([]loadResult, error) {
+	paths := site.paths
+	has := func(p string) bool { return slices.Contains(paths, p) }
+	pathID := map[string]string{"rpc": id(site.prefix + "rpc"), "raw": id(site.prefix + "raw"), "raw-reliable": id(site.prefix + "rel")}
 	var backendIDs []string
 	for _, p := range paths {
 		backendIDs = append(backendIDs, pathID[p])
 		*ids = append(*ids, pathID[p])
 	}
-	conn, err := amqpDial(o.amqpURL)
+	if site.backendURL != site.nodeURL {
+		// A classic queue lives on the broker node where it was declared:
+		// the backend's queue-out there, the in-queue on the node's.
+		if err := declareQueues(site.backendURL, backendIDs); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := amqpDial(site.nodeURL)
 	if err != nil {
 		return nil, err
 	}
@@ -297,27 +385,27 @@ func runCalls(ctx context.Context, o *options, id func(string) string, broker, s
 	if err != nil {
 		return nil, err
 	}
-	if o.only["raw"] { // the physical ceiling: plain queues
+	if has("raw") { // the physical ceiling: plain queues
 		if err := topologyOf(pathID["raw"]).declare(ch, nil); err != nil {
 			return nil, err
 		}
 	}
-	if o.only["raw-reliable"] { // the node's in-queue has x-expires
+	if has("raw-reliable") { // the node's in-queue has x-expires
 		if err := topologyOf(pathID["raw-reliable"]).declare(ch, amqp.Table{"x-expires": int64(nodeInQueueExpires)}); err != nil {
 			return nil, err
 		}
 	}
-	mass := "mass-" + id("calls")
+	mass := "mass-" + id(site.prefix+"calls")
 	*masses = append(*masses, mass)
 	backend, err := start("echo-backend", o.echo, []string{"--nodes", strings.Join(backendIDs, ","), "--mass-exchange", mass, "--log-level", "warn"},
-		[]string{"AMQP_URL=" + o.amqpURL})
+		[]string{"AMQP_URL=" + site.backendURL})
 	if err != nil {
 		return nil, err
 	}
 	defer backend.stop(10 * time.Second)
 	var n *node
-	if o.only["rpc"] {
-		if n, err = startNode(ctx, o, pathID["rpc"], mass); err != nil {
+	if has("rpc") {
+		if n, err = startNode(ctx, o, site.nodeURL, pathID["rpc"], mass); err != nil {
 			return nil, err
 		}
 		defer n.stop(10 * time.Second)
@@ -342,28 +430,39 @@ func runCalls(ctx context.Context, o *options, id func(string) string, broker, s
 		}
 	}
 	var results []loadResult
-	shapes := []struct {
+	type shape struct {
 		conns, w         int
 		warmup, duration time.Duration
-	}{{o.conns, o.inflight, o.warmup, o.duration}, {1, 1, o.latWarmup, o.latDuration}}
+	}
+	shapes := []shape{{o.conns, o.inflight, o.warmup, o.duration}}
+	if site.latency {
+		shapes = append(shapes, shape{1, 1, o.latWarmup, o.latDuration})
+	}
+	var brokerRoles []string
+	for role := range site.brokers {
+		brokerRoles = append(brokerRoles, role)
+	}
 	for r := range o.reps {
 		for _, s := range shapes {
 			for k := range paths {
 				p := paths[(k+r)%len(paths)] // rotate the order each repetition
-				logf("%s %d/%d: %d × %d", p, r+1, o.reps, s.conns, s.w)
+				logf("%s%s %d/%d: %d × %d", site.prefix, p, r+1, o.reps, s.conns, s.w)
+				m := cpuMeter{"backend": backend.pid(), "harness": self}
+				maps.Copy(m, site.brokers)
 				var res loadResult
 				var err error
 				if p == "rpc" {
-					m := cpuMeter{"node": n.pid(), "broker": broker, "backend": backend.pid(), "harness": self}
+					m["node"] = n.pid()
 					res, err = runRPC(n, m, runID(pathID[p], r), s.conns, s.w, r+1, s.warmup, s.duration)
 				} else {
-					m := cpuMeter{"broker": broker, "backend": backend.pid(), "harness": self}
-					res, err = runRaw(o, m, pathID[p], p == "raw-reliable", s.conns, s.w, r+1, s.warmup, s.duration)
+					res, err = runRaw(site.nodeURL, m, pathID[p], p == "raw-reliable", s.conns, s.w, r+1, s.warmup, s.duration)
 				}
 				if err != nil {
-					return results, fmt.Errorf("%s: %w", p, err)
+					return results, fmt.Errorf("%s%s: %w", site.prefix, p, err)
 				}
-				logf("  %.0f calls/s, p50 %.3f ms, lost %d, dup %d, errors %d", res.Rate, res.Latency.P50, res.Lost, res.Duplicated, res.Errors)
+				res.Path = site.prefix + res.Path
+				sumRoles(res.CPUPerCall, "broker", brokerRoles)
+				logf("  %.0f calls/s, p50 %.3f ms, lost %d, dup %d, errors %d, broker %.1f µs per call", res.Rate, res.Latency.P50, res.Lost, res.Duplicated, res.Errors, res.CPUPerCall["broker"])
 				results = append(results, res)
 			}
 		}
@@ -388,6 +487,7 @@ func (o *options) describe() map[string]any {
 		"idle_conns": o.idleConns, "settle": o.settle.String(), "fanout_conns": o.fanConns, "fanout_tokens": o.fanTokens,
 		"fanout_window": o.fanWindow, "connect_workers": o.connWorkers, "connect_conc": o.connConc,
 		"connect_duration": o.connDuration.String(), "pprof_url": o.pprofURL, "own_broker": o.ownBroker,
+		"filter_every": o.filterEvery, "churn_k": o.churnK, "churn_standing": o.churnStanding,
 	}
 }
 

@@ -313,16 +313,17 @@ type node struct {
 	port     int
 }
 
-// startNode starts bin/piped as node id on a free port with mass exchange
-// mass, and waits until /readyz answers 200. Rate limits and the
-// connection cap are off: the benchmark measures the node, not its limits.
-func startNode(ctx context.Context, o *options, id, mass string, extraEnv ...string) (*node, error) {
+// startNode starts bin/piped as node id on a free port against the broker
+// at url with mass exchange mass, and waits until /readyz answers 200. Rate
+// limits and the connection cap are off: the benchmark measures the node,
+// not its limits.
+func startNode(ctx context.Context, o *options, url, id, mass string, extraEnv ...string) (*node, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	env := append([]string{
-		"PIPED_AMQP_URL=" + o.amqpURL,
+		"PIPED_AMQP_URL=" + url,
 		"PIPED_AMQP_MASS_EXCHANGE=" + mass,
 		"PIPED_HTTP_HOST=127.0.0.1",
 		"PIPED_LOG_FORMAT=json",

@@ -51,6 +51,26 @@ func (t topology) declare(ch *amqp.Channel, inArgs amqp.Table) error {
 	return nil
 }
 
+// declareQueues declares the queue-out-ID queues of ids (durable, no
+// arguments: as node and backend declare them) on the broker at url.
+func declareQueues(url string, ids []string) error {
+	conn, err := amqpDial(url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, err := ch.QueueDeclare(topologyOf(id).qOut, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare %s: %w", topologyOf(id).qOut, err)
+		}
+	}
+	return nil
+}
+
 // rawLoad is the rpc path without a gateway: the harness publishes calls to
 // exchange-out-ID and consumes the answers from queue-in-ID, over two
 // connections (publishing and consuming) as the node does.
@@ -76,14 +96,15 @@ type rawCall struct {
 
 // runRaw measures the same calls published and answered directly over AMQP
 // (see docs/benchmarks.md for what reliable adds). id's topology must
-// exist (setupRaw) and the echo backend serve it.
-func runRaw(o *options, m cpuMeter, id string, reliable bool, conns, w, rep int, warmup, d time.Duration) (loadResult, error) {
-	pubConn, err := amqpDial(o.amqpURL)
+// exist and the echo backend serve it; url is the broker to publish to
+// and consume from.
+func runRaw(url string, m cpuMeter, id string, reliable bool, conns, w, rep int, warmup, d time.Duration) (loadResult, error) {
+	pubConn, err := amqpDial(url)
 	if err != nil {
 		return loadResult{}, err
 	}
 	defer pubConn.Close()
-	consConn, err := amqpDial(o.amqpURL)
+	consConn, err := amqpDial(url)
 	if err != nil {
 		return loadResult{}, err
 	}

@@ -17,6 +17,7 @@ type report struct {
 	Idle    *idleResult    `json:"idle,omitempty"`
 	Fanout  []fanoutResult `json:"fanout,omitempty"`
 	Connect *connectResult `json:"connect,omitempty"`
+	Churn   []churnResult  `json:"churn,omitempty"`
 }
 
 // The targets of issue 11, on this machine.
@@ -127,7 +128,7 @@ func (r *report) table() string {
 
 	conns, w := 0, 0
 	for _, c := range r.Calls {
-		if c.Conns != 1 || c.InFlight != 1 {
+		if (c.Conns != 1 || c.InFlight != 1) && !strings.HasPrefix(c.Path, "cluster-") {
 			conns, w = c.Conns, c.InFlight
 			break
 		}
@@ -156,19 +157,9 @@ func (r *report) table() string {
 				f(func(x loadResult) float64 { return x.Latency.P99 }) + " / " + f(func(x loadResult) float64 { return x.Latency.Max })
 		}
 		row("p50 / p90 / p99 / max ms at "+shape, lat(rpc), lat(rel), lat(raw), "", "", "")
-		lost := func(rs []loadResult) (string, int64) {
-			if len(rs) == 0 {
-				return "—", 0
-			}
-			var l, d, e int64
-			for _, x := range rs {
-				l, d, e = l+x.Lost, d+x.Duplicated, e+x.Errors
-			}
-			return fmt.Sprintf("%d / %d / %d", l, d, e), l
-		}
-		lr, nl := lost(rpc)
-		lrel, _ := lost(rel)
-		lraw, _ := lost(raw)
+		lr, nl := lostCell(rpc)
+		lrel, _ := lostCell(rel)
+		lraw, _ := lostCell(raw)
 		row("lost / duplicated / errors at "+shape+" (all repetitions)", lr, lrel, lraw, "", "0 lost", metIf(len(rpc) > 0, nl == 0))
 		cpu := func(role string) func(loadResult) float64 {
 			return func(x loadResult) float64 { return x.CPUPerCall[role] }
@@ -224,14 +215,7 @@ func (r *report) table() string {
 			fmt.Sprintf("%.0f → %.0f goroutines", i.GoroutinesBefore, i.GoroutinesAfter), "0 (if the design allows)", met(i.GoroutinesPer < 0.01))
 	}
 	if len(r.Fanout) > 0 {
-		var node, raw []fanoutResult
-		for _, f := range r.Fanout {
-			if f.Path == "raw" {
-				raw = append(raw, f)
-			} else {
-				node = append(node, f)
-			}
-		}
+		node, raw := r.fanout("piped"), r.fanout("raw")
 		rate := func(x fanoutResult) float64 { return x.Rate }
 		cmp, v := "", ""
 		if len(node) > 0 && len(raw) > 0 {
@@ -249,6 +233,7 @@ func (r *report) table() string {
 		}
 		row("fanout: node / broker CPU µs per event", cell(over(node, cpu("node")), len(node), fnum(1))+" / "+cell(over(node, cpu("broker")), len(node), fnum(1)),
 			"—", "— / "+cell(over(raw, cpu("broker")), len(raw), fnum(1)), "", "", "")
+		r.filterRows(row)
 	}
 	if c := r.Connect; c != nil {
 		row(fmt.Sprintf("connect: new connections/s, %d processes × %d at once", c.Workers, c.Concurrency), frate(c.Rate), "—", "—",
@@ -256,10 +241,25 @@ func (r *report) table() string {
 		row("connect: upgrade latency p50 / p99 ms", fmt.Sprintf("%.2f / %.2f", c.Upgrade.P50, c.Upgrade.P99), "—", "—", "", "", "")
 		row("connect: node CPU µs per connection", fmt.Sprintf("%.1f", c.CPUPerConn["node"]), "—", "—", "", "", "")
 	}
+	r.churnRows(row)
+	r.clusterRows(row)
 	fmt.Fprintf(&b, "\n%s; %d × %s; RabbitMQ %s; %s; load average at start %s; %s UTC, %.0f s; repetitions %v (median, range in brackets; ratios are taken within each repetition).\n",
 		r.Machine.Kernel, r.Machine.NumCPU, r.Machine.CPU, r.Machine.RabbitMQ, r.Machine.Go, r.Machine.Load,
 		r.Started.Format("2006-01-02 15:04"), math.Round(r.Seconds), r.Options["reps"])
 	return b.String()
+}
+
+// lostCell sums the lost, duplicated and errors of rs ("—" for none) and
+// returns the lost alone too.
+func lostCell(rs []loadResult) (string, int64) {
+	if len(rs) == 0 {
+		return "—", 0
+	}
+	var l, d, e int64
+	for _, x := range rs {
+		l, d, e = l+x.Lost, d+x.Duplicated, e+x.Errors
+	}
+	return fmt.Sprintf("%d / %d / %d", l, d, e), l
 }
 
 // verdict says whether a figure measured n times (spread s) meets ok:
