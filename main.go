@@ -41,6 +41,7 @@ var (
 	_ routing.Connections = (*gateway.Hub)(nil)
 	_ gateway.Notifier    = (*routing.Router)(nil)
 	_ gateway.Authorizer  = (*routing.Router)(nil)
+	_ gateway.TokenBinder = (*routing.Router)(nil)
 )
 
 func main() {
@@ -142,6 +143,10 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 		Tracing:       tracing,
 		SubjectHeader: verifier != nil,
 	})
+	var binder gateway.TokenBinder // targeted events only as amqp.events_exchange turns them on
+	if cfg.AMQP.EventsExchange != "" {
+		binder = router
+	}
 	srv := gateway.New(gateway.Options{
 		NodeID:    cfg.Node.ID,
 		WS:        cfg.WS,
@@ -157,6 +162,7 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 		Lifecycle:  cfg.Lifecycle,
 		Notifier:   router,
 		Authorizer: router,
+		Binder:     binder,
 	})
 
 	// The client port, and the internal one when configured.

@@ -103,6 +103,15 @@ type AMQP struct {
 	ReconnectMax time.Duration `koanf:"reconnect_max"`
 	// Heartbeat is the AMQP heartbeat proposed to the broker, in whole seconds; 0 takes the broker's.
 	Heartbeat time.Duration `koanf:"heartbeat"`
+	// EventsExchange, when not empty, turns on targeted events: a durable
+	// direct exchange the node declares and to which it binds its in-queue
+	// with the key of every token it holds a connection of (the token's
+	// telemetry.TokenHash). Empty: off (events reach nodes through
+	// MassExchange only).
+	EventsExchange string `koanf:"events_exchange"`
+	// EventsUnbindDelay is how long a token's binding to EventsExchange
+	// stays after its last connection on the node closed; 0 unbinds at once.
+	EventsUnbindDelay time.Duration `koanf:"events_unbind_delay"`
 }
 
 // Requests governs calls.
@@ -241,6 +250,7 @@ func Defaults() Config {
 			ReconnectMin:      100 * time.Millisecond,
 			ReconnectMax:      10 * time.Second,
 			Heartbeat:         10 * time.Second,
+			EventsUnbindDelay: 30 * time.Second,
 		},
 		Requests:  Requests{Timeout: 30 * time.Second},
 		Shutdown:  Shutdown{DrainTimeout: 10 * time.Second, Timeout: 25 * time.Second},

@@ -106,6 +106,15 @@ sample_ratio = 0.25
 			}),
 		},
 		{
+			name:  "targeted events from the environment over the file",
+			files: map[string]string{"piped.toml": "[amqp]\nevents_exchange = \"file-events\"\nevents_unbind_delay = \"5s\"\n"},
+			env:   []string{"PIPED_AMQP_EVENTS_EXCHANGE=exchange-events", "PIPED_AMQP_EVENTS_UNBIND_DELAY=0s"},
+			want: with(func(c *Config) {
+				c.AMQP.EventsExchange = "exchange-events"
+				c.AMQP.EventsUnbindDelay = 0
+			}),
+		},
+		{
 			name:  "flags over env",
 			files: map[string]string{"piped.toml": "[log]\nlevel = \"error\"\n"},
 			args:  []string{"--port", "9200", "--log-level=debug", "--amqp-url", "amqp://flag/", "--node-id", "flag-node"},
@@ -696,6 +705,11 @@ func TestValidate(t *testing.T) {
 		{"amqp.mass_exchange empty", "amqp.mass_exchange", func(c *Config) { c.AMQP.MassExchange = "" }, "empty"},
 		{"amqp.mass_exchange too long", "amqp.mass_exchange", func(c *Config) { c.AMQP.MassExchange = strings.Repeat("m", 256) }, "255"},
 		{"amqp.mass_exchange reserved", "amqp.mass_exchange", func(c *Config) { c.AMQP.MassExchange = "amq.fanout" }, ""},
+		{"amqp.events_exchange reserved", "amqp.events_exchange", func(c *Config) { c.AMQP.EventsExchange = "amq.direct" }, "amq."},
+		{"amqp.events_exchange too long", "amqp.events_exchange", func(c *Config) { c.AMQP.EventsExchange = strings.Repeat("e", 256) }, "255"},
+		{"amqp.events_exchange is the mass exchange", "amqp.events_exchange", func(c *Config) { c.AMQP.EventsExchange = c.AMQP.MassExchange }, "amqp.mass_exchange"},
+		{"amqp.events_exchange is the node's in-exchange", "amqp.events_exchange", func(c *Config) { c.AMQP.EventsExchange = c.AMQP.ExchangeInPrefix + c.Node.ID }, "own exchanges"},
+		{"amqp.events_unbind_delay negative", "amqp.events_unbind_delay", func(c *Config) { c.AMQP.EventsUnbindDelay = -time.Second }, "at least 0"},
 		{"amqp.in_queue_expires sub-second", "amqp.in_queue_expires", func(c *Config) { c.AMQP.InQueueExpires = 500 * time.Millisecond }, "1s"},
 		{"amqp.in_queue_expires negative", "amqp.in_queue_expires", func(c *Config) { c.AMQP.InQueueExpires = -time.Second }, ""},
 		{"amqp.prefetch zero", "amqp.prefetch", func(c *Config) { c.AMQP.Prefetch = 0 }, ""},

@@ -121,6 +121,20 @@ func (c *Config) Validate() error {
 	case len(m) > maxAMQPNameLen:
 		v.add("amqp.mass_exchange", "is %d bytes long; AMQP allows at most %d", len(m), maxAMQPNameLen)
 	}
+	switch e := a.EventsExchange; {
+	case e == "":
+	case strings.HasPrefix(e, reservedNamePrefix):
+		v.add("amqp.events_exchange", "must not start with %q, which the broker reserves, got %s", reservedNamePrefix, quote(e, false))
+	case len(e) > maxAMQPNameLen:
+		v.add("amqp.events_exchange", "is %d bytes long; AMQP allows at most %d", len(e), maxAMQPNameLen)
+	case e == a.MassExchange:
+		v.add("amqp.events_exchange", "must differ from amqp.mass_exchange (a direct exchange, not a fanout), both are %s", quote(e, false))
+	case e == a.ExchangeInPrefix+c.Node.ID || e == a.ExchangeOutPrefix+c.Node.ID:
+		v.add("amqp.events_exchange", "must not be one of the node's own exchanges, got %s", quote(e, false))
+	}
+	if a.EventsUnbindDelay < 0 {
+		v.add("amqp.events_unbind_delay", "must be at least 0 (0 unbinds at once), got %v", a.EventsUnbindDelay)
+	}
 	if e := a.InQueueExpires; e < 0 || e > 0 && e < time.Second {
 		v.add("amqp.in_queue_expires", "must be 0 (never expire) or at least 1s, got %v", e)
 	}

@@ -121,6 +121,7 @@ type connConfig struct {
 	metrics        *telemetry.Metrics
 	tracing        *telemetry.Tracing // may be nil
 	disconnect     Notifier           // nil: no $disconnect notices
+	binder         TokenBinder        // nil: targeted events are off; else each Conn releases its token when it ends
 	readBufs       sync.Pool          // *[]byte
 	poll           *poller            // nil: every connection keeps a read goroutine
 }
@@ -551,6 +552,9 @@ func (c *Conn) finish(d Disconnect) {
 	}
 	_ = c.ws.NetConn().Close()
 	c.hub.Remove(c)
+	if b := c.cfg.binder; b != nil {
+		b.ReleaseToken(c.token)
+	}
 	if n := c.cfg.disconnect; n != nil {
 		n.NotifyDisconnect(context.Background(), c.token, c.id, d.Code, d.Reason)
 	}

@@ -30,6 +30,52 @@ type Authorizer interface {
 	Authorize(ctx context.Context, token, connID string) (allow bool, reason string, err error)
 }
 
+// TokenBinder subscribes the node to the targeted events of the tokens it
+// holds connections of (amqp.events_exchange). BindToken counts a
+// connection of token and returns once the node receives the token's
+// targeted events, or an error when ctx is done first; it returns at once
+// while the broker is not connected. Every BindToken, whatever it
+// returned, is matched by one ReleaseToken when the connection has ended
+// or did not open; ReleaseToken never blocks. routing.Router implements
+// it.
+type TokenBinder interface {
+	BindToken(ctx context.Context, token string) error
+	ReleaseToken(token string)
+}
+
+// bindTimeout bounds the wait for a token's event binding before the
+// upgrade; a node that cannot bind within it refuses the upgrade with 503
+// rather than announce a connection that its token's events cannot reach.
+const bindTimeout = 5 * time.Second
+
+// reasonNoBinding is the error text of that 503.
+const reasonNoBinding = "node could not subscribe to the token's events in time"
+
+// bindToken holds token's event binding for a connection about to open,
+// before the $connect notice (or the authorization call, which is one)
+// goes out. It reports whether the token is held (release it if the
+// connection does not open) and whether to go on; a refusal is answered.
+// A request the upgrader will refuse anyway binds nothing.
+func (s *Server) bindToken(w http.ResponseWriter, r *http.Request, token string) (held, ok bool) {
+	if !websocket.IsWebSocketUpgrade(r) || !s.originAllowed(r) {
+		return false, true
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), bindTimeout)
+	defer cancel()
+	err := s.binder.BindToken(ctx, token)
+	if err == nil {
+		return true, true
+	}
+	s.binder.ReleaseToken(token)
+	if r.Context().Err() != nil {
+		return false, false // the client went away: nobody to answer
+	}
+	s.metrics.UpgradesRefused.WithLabelValues("event_binding").Inc()
+	s.log.Warn("upgrade refused: the token's event binding was not made in time", "token_hash", telemetry.TokenHash(token), "error", err)
+	writeJSONError(w, http.StatusServiceUnavailable, reasonNoBinding)
+	return false, false
+}
+
 // DisconnectNotOpened is the close reason in the $disconnect notice of a
 // connection that was announced by an authorization $connect but never
 // opened: the wait for the verdict ended, the client went away, or the

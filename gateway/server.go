@@ -91,6 +91,12 @@ type Options struct {
 	Lifecycle  config.Lifecycle
 	Notifier   Notifier
 	Authorizer Authorizer
+	// Binder, when not nil, subscribes the node to the targeted events of
+	// every token it holds (amqp.events_exchange): the server holds the
+	// token before the connection is announced ($connect, or the
+	// authorization call) and registered, and the connection releases it
+	// when it ends.
+	Binder TokenBinder
 }
 
 // Server is the HTTP side of a node: the client endpoint /api/{token} and
@@ -110,6 +116,7 @@ type Server struct {
 	router   Router
 	verifier Verifier // nil: the token is the address
 	hooks    lifecycleHooks
+	binder   TokenBinder // nil: targeted events are off
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
 }
@@ -132,6 +139,7 @@ func New(o Options) *Server {
 		router:   o.Router,
 		verifier: o.Verifier,
 		hooks:    newLifecycleHooks(o),
+		binder:   o.Binder,
 		log:      o.Logger,
 		metrics:  o.Metrics,
 		cfg: &connConfig{
@@ -146,6 +154,7 @@ func New(o Options) *Server {
 			metrics:        o.Metrics,
 			tracing:        o.Tracing,
 			poll:           newPoller(),
+			binder:         o.Binder,
 		},
 	}
 	s.SetLimits(LimitsOf(o.WS))
@@ -305,7 +314,19 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusUnauthorized, "invalid token")
 		return
 	}
-	token = id.Subject    // the address from here on: a raw JWT goes no further
+	token = id.Subject // the address from here on: a raw JWT goes no further
+	bound := false     // token is held for targeted events, and no connection will release it
+	if s.binder != nil {
+		var ok bool
+		if bound, ok = s.bindToken(w, r, token); !ok {
+			return // answered
+		}
+		defer func() {
+			if bound { // the connection did not open
+				s.binder.ReleaseToken(token)
+			}
+		}()
+	}
 	var authorized string // the connection id the backend allowed
 	if s.hooks.authorizer != nil {
 		var ok bool
@@ -336,6 +357,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	bound = false // c releases the token when it ends (Conn.finish)
 	if s.hooks.connect != nil {
 		s.hooks.connect.NotifyConnect(r.Context(), token, c.id)
 	}

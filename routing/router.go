@@ -80,6 +80,7 @@ type Router struct {
 	callDurationResult prometheus.Observer
 	exchanges          exchangeMetas
 	subjectHeader      bool
+	events             *eventBindings // nil: targeted events are off
 
 	pub     atomic.Pointer[publisher] // nil while not connected
 	blocked atomic.Bool
@@ -127,6 +128,9 @@ func New(o Options) *Router {
 		pending:            newPendingTable(o.NodeID + "." + hex.EncodeToString(nonce) + "."),
 		notReady:           ErrNotConnected,
 		subjectHeader:      o.SubjectHeader,
+	}
+	if topo.Events != "" {
+		r.events = newEventBindings(topo.QueueIn, topo.Events, o.AMQP.EventsUnbindDelay, realClock{}, o.Metrics)
 	}
 	o.Metrics.SetPendingFunc(r.Pending)
 	return r
@@ -427,6 +431,26 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	if err := pubCh.Confirm(false); err != nil {
 		return false, fmt.Errorf("routing: enable publisher confirms: %w", err)
 	}
+	// Targeted events: the held tokens are bound again before the node is
+	// ready, so that no $connect is published for a connection whose
+	// binding the broker may lack; then the binder keeps them in step.
+	var bindCh *amqp.Channel
+	var bindChClosed <-chan *amqp.Error
+	if r.events != nil {
+		if bindCh, err = consConn.Channel(); err != nil {
+			return false, fmt.Errorf("routing: open binding channel: %w", err)
+		}
+		bindChClosed = bindCh.NotifyClose(make(chan *amqp.Error, 1))
+		r.events.attach()
+		defer r.events.detach() // after the binder stopped (the deferred func below waits for it)
+		start := time.Now()
+		if err := r.events.flush(bindCh); err != nil {
+			return false, err
+		}
+		held, bound := r.events.stats()
+		r.log.Info("token bindings made", "exchange", r.topo.Events, "held", held, "bound", bound, "took", time.Since(start).String())
+	}
+
 	confirms := pubCh.NotifyPublish(make(chan amqp.Confirmation, 1024))
 	returns := pubCh.NotifyReturn(make(chan amqp.Return)) // unbuffered: a return is seen before its confirm
 	blocked := pubConn.NotifyBlocked(make(chan amqp.Blocking, 4))
@@ -441,7 +465,20 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	go func() { defer wg.Done(); p.run(confirms, returns) }()
 	go func() { defer wg.Done(); p.write() }()
 	go func() { defer wg.Done(); r.watchBlocked(blocked) }()
+	stopBinder := make(chan struct{})
+	var binderDone chan struct{} // nil: no binder; closed when it returned binderErr
+	var binderErr error
+	if r.events != nil {
+		binderDone = make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			binderErr = r.events.run(ctx, bindCh, stopBinder)
+			close(binderDone)
+		}()
+	}
 	defer func() {
+		close(stopBinder)
 		r.pub.Store(nil)
 		r.blocked.Store(false)
 		r.metrics.BrokerBlocked.Set(0)
@@ -472,7 +509,16 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 		select {
 		case <-ctx.Done():
 			d.ack(consCh)
+			r.waitBinder(binderDone)
 			return true, nil
+		case <-binderDone:
+			if ctx.Err() != nil { // it removed the released tokens' bindings: the node stops
+				d.ack(consCh)
+				return true, nil
+			}
+			return true, binderErr
+		case e := <-bindChClosed:
+			return true, closeErr("binding channel", e)
 		case <-ackDue.C:
 			ackArmed = false
 			d.ack(consCh)
@@ -493,6 +539,22 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 				ackArmed = true
 			}
 		}
+	}
+}
+
+// waitBinder gives the binder, when there is one (done not nil), at most
+// closeTimeout to remove the bindings of released tokens once the node
+// stops; closing the connections then ends whatever it still waits for.
+func (r *Router) waitBinder(done <-chan struct{}) {
+	if done == nil {
+		return
+	}
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		r.log.Warn("token bindings not all removed at shutdown; they go with the in-queue (amqp.in_queue_expires)")
 	}
 }
 

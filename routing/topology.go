@@ -20,6 +20,11 @@ type Topology struct {
 	InQueueExpires time.Duration
 	// Vhost is the virtual host of amqp.url, named in advice on conflicts.
 	Vhost string
+	// Events is amqp.events_exchange, the durable direct exchange of
+	// targeted events; "" when the mode is off. Declare declares it; the
+	// in-queue's bindings to it follow the tokens the node holds (see
+	// eventBindings), so Declare binds nothing there.
+	Events string
 }
 
 // NewTopology derives the names for node id from the configuration.
@@ -32,6 +37,7 @@ func NewTopology(cfg config.AMQP, nodeID string) Topology {
 		Mass:           cfg.MassExchange,
 		InQueueExpires: cfg.InQueueExpires,
 		Vhost:          vhostOf(cfg.URL),
+		Events:         cfg.EventsExchange,
 	}
 }
 
@@ -70,6 +76,11 @@ func (t Topology) Declare(ch declarer) error {
 	for _, ex := range []string{t.ExchangeIn, t.ExchangeOut, t.Mass} {
 		if err := ch.ExchangeDeclare(ex, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
 			return t.conflict(err, "exchange", ex, "it must be a durable fanout exchange")
+		}
+	}
+	if t.Events != "" {
+		if err := ch.ExchangeDeclare(t.Events, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+			return t.conflict(err, "exchange", t.Events, "amqp.events_exchange must be a durable direct exchange")
 		}
 	}
 	if _, err := ch.QueueDeclare(t.QueueIn, true, false, false, false, t.inQueueArgs()); err != nil {

@@ -39,6 +39,14 @@ func TestTopologyConflictNamesTheDeleteCommand(t *testing.T) {
 			},
 			want: "rabbitmqadmin delete exchange name=exchange-out-", not: "delete_queue",
 		},
+		{
+			name:   "events exchange that is a fanout",
+			object: func(topo Topology) string { return topo.Events },
+			predeclare: func(ch *amqp.Channel, name string) error {
+				return ch.ExchangeDeclare(name, amqp.ExchangeFanout, true, false, false, false, nil)
+			},
+			want: "rabbitmqadmin delete exchange name=events-", not: "delete_queue",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -46,6 +54,7 @@ func TestTopologyConflictNamesTheDeleteCommand(t *testing.T) {
 			cfg := config.Defaults().AMQP
 			cfg.URL = harness.AMQPURL()
 			cfg.MassExchange = "mass-" + id
+			cfg.EventsExchange = "events-" + id
 			topo := NewTopology(cfg, id)
 			t.Cleanup(func() { deleteTopology(t, topo) })
 			ch := harness.Channel(t)

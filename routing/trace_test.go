@@ -100,6 +100,9 @@ func deleteTopology(t *testing.T, topo Topology) {
 	_ = ch.ExchangeDelete(topo.ExchangeIn, false, false)
 	_ = ch.ExchangeDelete(topo.ExchangeOut, false, false)
 	_ = ch.ExchangeDelete(topo.Mass, false, false)
+	if topo.Events != "" {
+		_ = ch.ExchangeDelete(topo.Events, false, false)
+	}
 }
 
 // backend answers every call on the router's out-queue once: it continues

@@ -22,7 +22,7 @@ type Metrics struct {
 	// ConnectionsTotal counts accepted upgrades.
 	ConnectionsTotal prometheus.Counter
 	// UpgradesRefused counts refused upgrades by reason (bad_token, auth, origin, max_connections, draining,
-	// unauthorized, authorize_timeout).
+	// unauthorized, authorize_timeout, event_binding).
 	UpgradesRefused *prometheus.CounterVec
 	// Disconnects counts closed connections by reason (the close reason set in gateway).
 	Disconnects *prometheus.CounterVec
@@ -63,6 +63,13 @@ type Metrics struct {
 	// Notices counts lifecycle notices by method ($connect, $disconnect,
 	// $presence) and result (confirmed, nack, unavailable).
 	Notices *prometheus.CounterVec
+	// EventBindings is the number of token keys the node's in-queue is
+	// bound with to amqp.events_exchange (targeted events), as far as the
+	// node knows: held tokens and those within amqp.events_unbind_delay.
+	EventBindings prometheus.Gauge
+	// EventBindingOps counts queue.bind and queue.unbind operations on
+	// amqp.events_exchange that the broker completed, by op (bind, unbind).
+	EventBindingOps *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics on a registry of their own, together with
@@ -121,6 +128,10 @@ func NewMetricsForRegion(region string) *Metrics {
 			Name: "piped_broker_blocked", Help: "1 while the broker blocks publishing (memory or disk alarm)."}),
 		Notices: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "piped_notices_total", Help: "Lifecycle notices, by method and result (confirmed, nack, unavailable)."}, []string{"method", "result"}),
+		EventBindings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "piped_event_bindings", Help: "Token bindings of the in-queue to amqp.events_exchange (targeted events)."}),
+		EventBindingOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "piped_event_binding_ops_total", Help: "Binding operations on amqp.events_exchange completed by the broker, by op (bind, unbind)."}, []string{"op"}),
 	}
 	f(m.Connections)
 	f(m.ConnectionsTotal)
@@ -142,6 +153,8 @@ func NewMetricsForRegion(region string) *Metrics {
 	f(m.Ready)
 	f(m.BrokerBlocked)
 	f(m.Notices)
+	f(m.EventBindings)
+	f(m.EventBindingOps)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

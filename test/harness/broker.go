@@ -1,0 +1,93 @@
+package harness
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// rabbitmqctl runs rabbitmqctl on the shared broker (the local node that
+// listens on 5672) with args, and returns its output, failing the test
+// with a clear message when the command is missing or fails. Each call
+// takes about half a second.
+func rabbitmqctl(t testing.TB, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl %s (the shared broker's CLI, from Debian's rabbitmq-server): %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// BrokerConnections returns the pids of the shared broker's connections
+// whose client-provided name (connection_name) is name, such as
+// "piped <id> consume".
+func BrokerConnections(t testing.TB, name string) []string {
+	t.Helper()
+	out := rabbitmqctl(t, "list_connections", "pid", "client_properties", "-q", "--no-table-headers")
+	want := `{"connection_name","` + name + `"}`
+	var pids []string
+	for _, line := range strings.Split(out, "\n") {
+		pid, props, ok := strings.Cut(line, "\t")
+		if ok && strings.Contains(props, want) {
+			pids = append(pids, strings.TrimSpace(pid))
+		}
+	}
+	return pids
+}
+
+// CloseBrokerConnections closes, from the broker's side (rabbitmqctl
+// close_connection), every connection of the shared broker named one of
+// names, and returns how many it closed.
+func CloseBrokerConnections(t testing.TB, names ...string) int {
+	t.Helper()
+	n := 0
+	for _, name := range names {
+		for _, pid := range BrokerConnections(t, name) {
+			rabbitmqctl(t, "close_connection", pid, "closed by a test")
+			n++
+		}
+	}
+	return n
+}
+
+// Bindings returns the bindings whose source is exchange on the shared
+// broker's default vhost, each as "destination routing-key", sorted.
+func Bindings(t testing.TB, exchange string) []string {
+	t.Helper()
+	out := rabbitmqctl(t, "list_bindings", "source_name", "destination_name", "routing_key", "-q", "--no-table-headers")
+	var got []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) == 3 && f[0] == exchange {
+			got = append(got, f[1]+" "+f[2])
+		}
+	}
+	slices.Sort(got)
+	return got
+}
+
+// DeleteExchange deletes exchange on the shared broker (for exchanges a
+// test declared, in its cleanup); failures are logged.
+func DeleteExchange(t testing.TB, exchange string) {
+	conn, err := amqp.Dial(AMQPURL())
+	if err != nil {
+		t.Logf("cleanup of %s: %v", exchange, err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.ExchangeDelete(exchange, false, false)
+	}
+	if err != nil {
+		t.Logf("cleanup: delete exchange %s: %v", exchange, err)
+	}
+}
