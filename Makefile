@@ -96,7 +96,7 @@ faults:
 
 # Two regions: two RabbitMQ nodes of the tests' own (internal/rabbitnode,
 # rabbitmq_federation) with exchange-mass federated both ways, and Piped
-# nodes in each; about 40 s.
+# nodes in each; about 30 s.
 federation:
 	$(GO) test -count=1 -p 1 -tags federation ./test/federation/
 

@@ -72,11 +72,13 @@ func waitFederated(t *testing.T, from *region, n *h.Node) {
 	token := h.UniqueID("probe")
 	c := h.Dial(t, n, token)
 	body, _ := event(token, "probe")
-	deadline := time.Now().Add(30 * time.Second)
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
 	for {
 		publish(t, from, body)
 		select {
 		case <-c.Frames():
+			t.Logf("region %s → node %s: the first event arrived %v after the node was ready", from.name, n.ID, time.Since(start).Round(time.Millisecond))
 			return
 		case <-time.After(300 * time.Millisecond):
 		}
@@ -140,9 +142,11 @@ func TestEventAcrossRegionsExactlyOnce(t *testing.T) {
 	nA, nB := startNode(t, regionA), startNode(t, regionB)
 	waitFederated(t, regionA, nB)
 	waitFederated(t, regionB, nA)
-	if qa, qb := federationQueues(t, regionA), federationQueues(t, regionB); len(qa) != 1 || len(qb) != 1 {
+	qa, qb := federationQueues(t, regionA), federationQueues(t, regionB)
+	if len(qa) != 1 || len(qb) != 1 {
 		t.Fatalf("federation queues: region A %v, region B %v; want one in each (the other region's link)", qa, qb)
 	}
+	t.Logf("federation queues: region A %v, region B %v", qa, qb)
 	for _, from := range []*region{regionA, regionB} {
 		token := h.UniqueID("user")
 		cA, cB := h.Dial(t, nA, token), h.Dial(t, nB, token)
