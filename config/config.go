@@ -177,7 +177,25 @@ type Route struct {
 	Burst int     `koanf:"burst"`
 	// MaxPayloadBytes bounds the raw JSON of a call's payload on this route; 0: no bound beyond ws.max_message_bytes.
 	MaxPayloadBytes int `koanf:"max_payload_bytes"`
+	// Queue, when set, is a durable queue the node declares at every broker
+	// session, next to a declared Exchange, and binds to Exchange with
+	// BindingKey: the queue that backends share. It needs a non-empty Exchange.
+	Queue string `koanf:"queue"`
+	// QueueType is Queue's type: "classic" (Load's default when Queue is
+	// set) or "quorum" (replicated; it survives the loss of a broker node).
+	// It needs Queue.
+	QueueType string `koanf:"queue_type"`
+	// BindingKey binds Queue to Exchange. It needs Queue. Load's default is
+	// "#" for a topic exchange and "" otherwise; a direct exchange, or one
+	// whose type is unknown (declare = false without type), needs it set.
+	BindingKey string `koanf:"binding_key"`
 }
+
+// The queue types of a route's queue (Route.QueueType).
+const (
+	QueueClassic = "classic"
+	QueueQuorum  = "quorum"
+)
 
 // Lifecycle turns on connection notices to the backend.
 type Lifecycle struct {

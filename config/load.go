@@ -177,9 +177,11 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 }
 
 // applyRouteDefaults gives each route the defaults of the keys its table in
-// the file left out: routing_key "{method}", durable true, and type "topic"
-// when it declares its exchange without a type. An explicit routing_key = ""
-// stays empty.
+// the file left out: routing_key "{method}", durable true, type "topic"
+// when it declares its exchange without a type, and for a route with a
+// queue, queue_type "classic" and binding_key "#" on a topic exchange (""
+// otherwise: Validate then asks for it where "" would take no call). An
+// explicit routing_key = "" stays empty.
 func applyRouteDefaults(routes []Route, fileK *koanf.Koanf) {
 	raw, _ := fileK.Get("routes").([]any)
 	for i := range routes {
@@ -193,6 +195,14 @@ func applyRouteDefaults(routes []Route, fileK *koanf.Koanf) {
 		}
 		if r.Declare && r.Type == "" {
 			r.Type = "topic"
+		}
+		if r.Queue != "" {
+			if r.QueueType == "" {
+				r.QueueType = QueueClassic
+			}
+			if _, ok := tbl["binding_key"]; !ok && r.Type == "topic" {
+				r.BindingKey = "#"
+			}
 		}
 	}
 }

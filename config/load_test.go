@@ -772,6 +772,9 @@ func TestValidate(t *testing.T) {
 		{"routes[0].rate infinite", "routes[0].rate", routes(Route{Match: "a", Rate: math.Inf(1)}), "finite"},
 		{"routes[0].burst negative", "routes[0].burst", routes(Route{Match: "a", Burst: -1}), ""},
 		{"routes[0].max_payload_bytes negative", "routes[0].max_payload_bytes", routes(Route{Match: "a", MaxPayloadBytes: -1}), ""},
+		{"routes[0].queue on the default exchange", "routes[0].queue", routes(Route{Match: "a", Queue: "jobs", QueueType: "classic", BindingKey: "k"}), "needs a non-empty exchange"},
+		{"routes[0].queue_type unknown", "routes[0].queue_type", routes(Route{Match: "a", Exchange: "x", Type: "topic", Queue: "jobs", QueueType: "stream", BindingKey: "#"}), "classic, quorum"},
+		{"routes[0].binding_key without queue", "routes[0].binding_key", routes(Route{Match: "a", Exchange: "x", BindingKey: "#"}), "needs queue"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

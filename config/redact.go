@@ -69,6 +69,9 @@ func loggableRoutes(routes []Route) []map[string]any {
 			"rate":              r.Rate,
 			"burst":             r.Burst,
 			"max_payload_bytes": r.MaxPayloadBytes,
+			"queue":             r.Queue,
+			"queue_type":        r.QueueType,
+			"binding_key":       r.BindingKey,
 		})
 	}
 	return out

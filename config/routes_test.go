@@ -195,3 +195,95 @@ func TestCheckNested(t *testing.T) {
 		})
 	}
 }
+
+// TestRouteQueue loads [[routes]] with queue, queue_type and binding_key
+// from a file, then validates: Load fills the defaults (classic, "#" on a
+// topic exchange, "" otherwise), and Validate names the route and key of
+// every mistake.
+func TestRouteQueue(t *testing.T) {
+	tests := []struct {
+		name  string
+		route string // the keys of one [[routes]] table after match = "jobs.*"
+		want  Route  // Queue, QueueType, BindingKey after Load, when err is ""
+		err   string // substring of the one error of Load or Validate
+	}{
+		{"classic by default, # on a declared topic exchange",
+			`exchange = "api"` + "\ndeclare = true\nqueue = \"jobs\"",
+			Route{Queue: "jobs", QueueType: "classic", BindingKey: "#"}, ""},
+		{"quorum, binding key given",
+			`exchange = "api"` + "\ndeclare = true\nqueue = \"jobs\"\nqueue_type = \"quorum\"\nbinding_key = \"jobs.*\"",
+			Route{Queue: "jobs", QueueType: "quorum", BindingKey: "jobs.*"}, ""},
+		{"an explicit empty binding key on a topic exchange stays empty",
+			`exchange = "api"` + "\ndeclare = true\nqueue = \"jobs\"\nbinding_key = \"\"",
+			Route{Queue: "jobs", QueueType: "classic", BindingKey: ""}, ""},
+		{"fanout: the empty key",
+			`exchange = "fan"` + "\ndeclare = true\ntype = \"fanout\"\nqueue = \"jobs\"",
+			Route{Queue: "jobs", QueueType: "classic", BindingKey: ""}, ""},
+		{"an existing topic exchange, type given: #",
+			`exchange = "api"` + "\ntype = \"topic\"\nqueue = \"jobs\"",
+			Route{Queue: "jobs", QueueType: "classic", BindingKey: "#"}, ""},
+		{"direct with a binding key",
+			`exchange = "d"` + "\ndeclare = true\ntype = \"direct\"\nqueue = \"jobs\"\nbinding_key = \"jobs.run\"",
+			Route{Queue: "jobs", QueueType: "classic", BindingKey: "jobs.run"}, ""},
+		{"no queue: nothing filled in", `exchange = "api"`, Route{}, ""},
+
+		{"direct needs binding_key", `exchange = "d"` + "\ndeclare = true\ntype = \"direct\"\nqueue = \"jobs\"", Route{},
+			`config: routes[0].binding_key: is required on a direct exchange: the routing key of the calls queue "jobs" takes`},
+		{"unknown exchange type needs binding_key or type", `exchange = "api"` + "\nqueue = \"jobs\"", Route{},
+			`config: routes[0].binding_key: is required: the type of exchange "api" is unknown (declare = false and no type)`},
+		{"queue_type without queue", `exchange = "api"` + "\nqueue_type = \"quorum\"", Route{},
+			"config: routes[0].queue_type: needs queue"},
+		{"binding_key without queue", `exchange = "api"` + "\nbinding_key = \"#\"", Route{},
+			"config: routes[0].binding_key: needs queue"},
+		{"queue_type unknown", `exchange = "api"` + "\ndeclare = true\nqueue = \"jobs\"\nqueue_type = \"Quorum\"", Route{},
+			`config: routes[0].queue_type: must be one of classic, quorum, got "Quorum"`},
+		{"queue on the default exchange", "queue = \"jobs\"\nbinding_key = \"jobs\"", Route{},
+			`config: routes[0].queue: needs a non-empty exchange to bind "jobs" to`},
+		{"queue name with a space", `exchange = "api"` + "\ndeclare = true\nqueue = \"my jobs\"", Route{},
+			`config: routes[0].queue: must be at most 255 characters from A-Z a-z 0-9 - _ . :, got "my jobs" (route match "jobs.*")`},
+		{"queue name of the broker's", `exchange = "api"` + "\ndeclare = true\nqueue = \"amq.jobs\"", Route{},
+			`config: routes[0].queue: cannot declare "amq.jobs"`},
+		{"binding key too long", `exchange = "api"` + "\ndeclare = true\nqueue = \"jobs\"\nbinding_key = \"" + strings.Repeat("k", 256) + "\"", Route{},
+			"config: routes[0].binding_key: is 256 bytes long; AMQP allows at most 255"},
+		{"misspelt key", `exchange = "api"` + "\nqueue_typ = \"quorum\"", Route{},
+			"config: routes[0].queue_typ: unknown key (did you mean routes[0].queue_type?)"},
+		{"queue_type of the wrong type", `exchange = "api"` + "\nqueue = \"jobs\"\nqueue_type = 1", Route{},
+			"config: routes[0].queue_type: expected a string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "piped.toml")
+			toml := "[[routes]]\nmatch = \"jobs.*\"\n" + tt.route + "\n"
+			if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load([]string{"--config", path, "--nodeId", "n1"}, nil, io.Discard)
+			if err == nil {
+				err = c.Validate()
+			}
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Count(err.Error(), "\n") != 0 {
+					t.Fatalf("%s: error %v, want one error containing %q", toml, err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", toml, err)
+			}
+			r := c.Routes[0]
+			if got := (Route{Queue: r.Queue, QueueType: r.QueueType, BindingKey: r.BindingKey}); got != tt.want {
+				t.Errorf("%s: queue %q, queue_type %q, binding_key %q; want %q, %q, %q", toml, got.Queue, got.QueueType, got.BindingKey, tt.want.Queue, tt.want.QueueType, tt.want.BindingKey)
+			}
+		})
+	}
+
+	// One queue, one type: a second route naming the queue with another type is refused.
+	c := valid()
+	c.Routes = []Route{
+		{Match: "a", Exchange: "api", Declare: true, Type: "topic", Durable: true, Queue: "jobs", QueueType: "quorum", BindingKey: "a"},
+		{Match: "b", Exchange: "api", Declare: true, Type: "topic", Durable: true, Queue: "jobs", QueueType: "classic", BindingKey: "b"},
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `config: routes[1].queue_type: routes[0] declares queue "jobs" as "quorum"; one queue has one type`) {
+		t.Errorf("two types for one queue: %v", err)
+	}
+}

@@ -164,6 +164,46 @@ func validateRoutes(v *validator, routes []Route) {
 		if r.MaxPayloadBytes < 0 {
 			v.add(key("max_payload_bytes"), "must be at least 0 (0: only ws.max_message_bytes), got %d%s", r.MaxPayloadBytes, at)
 		}
+		validateRouteQueue(v, routes, i, key, at)
+	}
+}
+
+// validateRouteQueue checks queue, queue_type and binding_key of
+// routes[i]; key names its keys and at says which route it is.
+func validateRouteQueue(v *validator, routes []Route, i int, key func(string) string, at string) {
+	r := routes[i]
+	if r.Queue == "" {
+		if r.QueueType != "" {
+			v.add(key("queue_type"), "needs queue: it is the type of the queue the route declares, and the route declares none%s", at)
+		}
+		if r.BindingKey != "" {
+			v.add(key("binding_key"), "needs queue: it binds the queue the route declares to its exchange, and the route declares none%s", at)
+		}
+		return
+	}
+	switch q := r.Queue; {
+	case !validAMQPName(q):
+		v.add(key("queue"), "must be at most %d characters from A-Z a-z 0-9 - _ . :, got %s%s", maxAMQPNameLen, quote(q, false), at)
+	case strings.HasPrefix(q, reservedNamePrefix):
+		v.add(key("queue"), "cannot declare %s: names starting with %q are the broker's%s", quote(q, false), reservedNamePrefix, at)
+	case r.Exchange == "":
+		v.add(key("queue"), "needs a non-empty exchange to bind %s to: the default exchange (\"\") takes no bindings%s", quote(q, false), at)
+	}
+	v.oneOf(key("queue_type"), r.QueueType, QueueClassic, QueueQuorum)
+	for j, e := range routes[:i] {
+		if e.Queue == r.Queue && e.QueueType != r.QueueType && e.QueueType != "" && r.QueueType != "" {
+			v.add(key("queue_type"), "routes[%d] declares queue %s as %s; one queue has one type%s", j, quote(r.Queue, false), quote(e.QueueType, false), at)
+			break
+		}
+	}
+	switch b := r.BindingKey; {
+	case len(b) > maxRoutingKeyLen:
+		v.add(key("binding_key"), "is %d bytes long; AMQP allows at most %d%s", len(b), maxRoutingKeyLen, at)
+	case b != "":
+	case r.Type == "direct":
+		v.add(key("binding_key"), "is required on a direct exchange: the routing key of the calls queue %s takes, such as %q%s", quote(r.Queue, false), "billing.pay", at)
+	case r.Type == "" && !r.Declare && r.Exchange != "":
+		v.add(key("binding_key"), "is required: the type of exchange %s is unknown (declare = false and no type); set type, which gives binding_key its default (\"#\" for topic), or binding_key%s", quote(r.Exchange, false), at)
 	}
 }
 

@@ -46,6 +46,12 @@ type Route struct {
 	Burst int
 	// MaxPayloadBytes bounds len(payload) of a call on this route; 0: none.
 	MaxPayloadBytes int
+	// Queue, when not "", is a durable queue of QueueType ("classic" or
+	// "quorum") that the node declares at every broker session and binds
+	// to Exchange with BindingKey (after Exchange is declared or checked).
+	Queue      string
+	QueueType  string
+	BindingKey string
 	// IsDefault marks the default route: the node's out-exchange, declared
 	// with the node's own topology rather than as a route exchange.
 	IsDefault bool

@@ -144,16 +144,27 @@ func TestRouteResolved(t *testing.T) {
 	tab, err := Compile([]config.Route{
 		{Match: "a", Exchange: "x", Declare: true, Durable: true, Timeout: 5 * time.Second, Rate: 2.5},
 		{Match: "b", Exchange: "x", Declare: true, Durable: true, Type: "topic", Rate: 10, Burst: 3, MaxPayloadBytes: 100},
+		{Match: "c", Exchange: "x", Queue: "jobs", BindingKey: "c"},
+		{Match: "d", Exchange: "x", Queue: "fast", QueueType: "quorum", BindingKey: "#"},
 	}, testDefault)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, b, d := tab.Lookup("a"), tab.Lookup("b"), tab.Lookup("zzz")
+	if a.Queue != "" || a.QueueType != "" || a.BindingKey != "" {
+		t.Errorf("routes[0] has queue %q of type %q, binding key %q; want none", a.Queue, a.QueueType, a.BindingKey)
+	}
 	if a.Type != "topic" || a.Timeout != 5*time.Second || a.Expiration != "5000" || a.Burst != 3 {
 		t.Errorf("routes[0] = %+v: want type topic, timeout 5s, expiration 5000, burst ceil(2.5)=3", a)
 	}
 	if b.Timeout != 30*time.Second || b.Expiration != "30000" || b.Burst != 3 || b.MaxPayloadBytes != 100 {
 		t.Errorf("routes[1] = %+v: want requests.timeout, burst 3, max_payload_bytes 100", b)
+	}
+	if c := tab.Lookup("c"); c.Queue != "jobs" || c.QueueType != "classic" || c.BindingKey != "c" {
+		t.Errorf("routes[2] has queue %q of type %q, binding key %q; want jobs, classic (the default), c", c.Queue, c.QueueType, c.BindingKey)
+	}
+	if q := tab.Lookup("d"); q.Queue != "fast" || q.QueueType != "quorum" || q.BindingKey != "#" {
+		t.Errorf("routes[3] has queue %q of type %q, binding key %q; want fast, quorum, #", q.Queue, q.QueueType, q.BindingKey)
 	}
 	if !d.IsDefault || d.Name != "default" || d.Exchange != "exchange-out-n1" || d.Expiration != "30000" || d.Rate != 0 {
 		t.Errorf("default = %+v", d)
@@ -219,10 +230,14 @@ func TestCompileErrors(t *testing.T) {
 		{"duplicate exact", config.Route{Match: "first", Exchange: "e"}, `routes[1] (match "first"): match: routes[0] has the same match`},
 		{"conflicting declare", config.Route{Match: "z", Exchange: "declared", Declare: true, Type: "direct", Durable: true}, `routes[0] declares exchange "declared" as topic`},
 		{"long match", config.Route{Match: strings.Repeat("a", 256), Exchange: "e"}, "256 bytes long"},
+		{"queue on the default exchange", config.Route{Match: "a", Queue: "q", BindingKey: "q"}, "queue: needs a non-empty exchange"},
+		{"queue_type without queue", config.Route{Match: "a", Exchange: "e", QueueType: "quorum"}, "queue: queue_type and binding_key need queue"},
+		{"unknown queue_type", config.Route{Match: "a", Exchange: "e", Queue: "q", QueueType: "stream"}, `queue_type: must be classic or quorum, got "stream"`},
+		{"one queue, two types", config.Route{Match: "a", Exchange: "e", Queue: "jobs"}, `routes[1] (match "a"): queue_type: routes[0] declares queue "jobs" as quorum`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			routes := []config.Route{{Match: "first", Exchange: "declared", Declare: true, Durable: true}, tt.route}
+			routes := []config.Route{{Match: "first", Exchange: "declared", Declare: true, Durable: true, Queue: "jobs", QueueType: "quorum", BindingKey: "#"}, tt.route}
 			_, err := Compile(routes, testDefault)
 			if err == nil {
 				t.Fatalf("Compile accepted %+v", tt.route)

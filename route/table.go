@@ -68,6 +68,7 @@ func Compile(routes []config.Route, d Default) (*Table, error) {
 	}
 	var errs []error
 	declared := make(map[string]int) // exchange → index of the first route that declares it
+	queues := make(map[string]int)   // queue → index of the first route that declares it
 	for i, cr := range routes {
 		bad := func(key, format string, args ...any) {
 			errs = append(errs, &Error{Index: i, Match: cr.Match, Key: key, Problem: fmt.Sprintf(format, args...)})
@@ -84,6 +85,9 @@ func Compile(routes []config.Route, d Default) (*Table, error) {
 			Rate:            cr.Rate,
 			Burst:           cr.Burst,
 			MaxPayloadBytes: cr.MaxPayloadBytes,
+			Queue:           cr.Queue,
+			QueueType:       cr.QueueType,
+			BindingKey:      cr.BindingKey,
 		}
 		if r.Timeout == 0 {
 			r.Timeout = d.Timeout
@@ -136,6 +140,26 @@ func Compile(routes []config.Route, d Default) (*Table, error) {
 		case "", "topic", "direct", "fanout", "headers":
 		default:
 			bad("type", "must be one of topic, direct, fanout, headers, got %q", cr.Type)
+		}
+
+		// queue, queue_type, binding_key
+		if r.Queue != "" && r.QueueType == "" {
+			r.QueueType = config.QueueClassic
+		}
+		switch {
+		case cr.Queue == "" && (cr.QueueType != "" || cr.BindingKey != ""):
+			bad("queue", "queue_type and binding_key need queue")
+		case cr.Queue == "":
+		case cr.Exchange == "":
+			bad("queue", "needs a non-empty exchange to bind to")
+		case r.QueueType != config.QueueClassic && r.QueueType != config.QueueQuorum:
+			bad("queue_type", "must be %s or %s, got %q", config.QueueClassic, config.QueueQuorum, cr.QueueType)
+		default:
+			if first, ok := queues[cr.Queue]; ok && t.routes[first].QueueType != r.QueueType {
+				bad("queue_type", "routes[%d] declares queue %q as %s; one queue has one type", first, cr.Queue, t.routes[first].QueueType)
+			} else if !ok {
+				queues[cr.Queue] = i
+			}
 		}
 
 		// routing_key

@@ -4,21 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/telemetry"
 )
 
 // exchangeChannel is the part of *amqp.Channel that declares and checks
-// the exchanges of routes.
+// the exchanges of routes and declares and binds their queues.
 type exchangeChannel interface {
 	ExchangeDeclare(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
 	ExchangeDeclarePassive(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
+	QueueDeclare(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
+	QueueBind(name, key, exchange string, noWait bool, args amqp.Table) error
 	Close() error
 }
 
@@ -32,12 +37,14 @@ func channelsOf(conn *amqp.Connection) openChannel {
 // declareRouteExchanges declares the exchange of every route of t with
 // declare = true and checks passively that the exchange of every other
 // route exists (the default route's and the default exchange need
-// neither). Each exchange is handled once. A failed passive declare closes
-// its channel, so every check that fails is followed by a fresh channel,
-// and every missing exchange is reported, not only the first.
+// neither); then it declares the queue of every route that has one and
+// binds it to the route's exchange (see declareRouteQueues). Each exchange
+// is handled once. A failed declare closes its channel, so every one that
+// fails is followed by a fresh channel, and every missing exchange is
+// reported, not only the first.
 //
-// A missing exchange is ErrExchangeMissing and an exchange that exists
-// with another type or durability ErrTopologyConflict, naming the route.
+// A missing exchange is ErrExchangeMissing and an exchange or queue that
+// exists with other settings ErrTopologyConflict, naming the route.
 func declareRouteExchanges(open openChannel, t *route.Table, topo Topology) error {
 	var declare, check []*route.Route
 	seen := make(map[string]bool)
@@ -57,57 +64,149 @@ func declareRouteExchanges(open openChannel, t *route.Table, topo Topology) erro
 		seen[rt.Exchange] = true
 		check = append(check, rt)
 	}
-	if len(declare)+len(check) == 0 {
+	queues := routeQueues(t)
+	if len(declare)+len(check)+len(queues) == 0 {
 		return nil
 	}
-	var ch exchangeChannel
-	defer func() {
-		if ch != nil {
-			_ = ch.Close()
-		}
-	}()
-	reopen := func() error {
-		if ch != nil {
-			_ = ch.Close()
-		}
-		var err error
-		if ch, err = open(); err != nil {
-			ch = nil
-			return fmt.Errorf("routing: open a channel for route exchanges: %w", err)
-		}
-		return nil
-	}
-	if err := reopen(); err != nil {
+	ch := &routeChannel{open: open}
+	defer ch.close()
+	if err := ch.reopen(); err != nil {
 		return err
 	}
 	var errs []error
+	failed := make(map[string]bool) // exchanges that are missing or in conflict
 	for _, rt := range declare {
-		if err := ch.ExchangeDeclare(rt.Exchange, rt.Type, rt.Durable, false, false, false, nil); err != nil {
+		if err := ch.ch.ExchangeDeclare(rt.Exchange, rt.Type, rt.Durable, false, false, false, nil); err != nil {
 			var ae *amqp.Error
 			if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
 				return fmt.Errorf("routing: %s: declare exchange %q: %w", rt, rt.Exchange, err)
 			}
 			errs = append(errs, fmt.Errorf("%w: %s: exchange %q exists with other settings; the route declares it as a %s %s exchange: delete it (%s, or the management UI) or make type and durable match it (broker said: %s)",
 				ErrTopologyConflict, rt, rt.Exchange, durability(rt.Durable), rt.Type, topo.deleteCommand("exchange", rt.Exchange), ae.Reason))
-			if err := reopen(); err != nil {
+			failed[rt.Exchange] = true
+			if err := ch.reopen(); err != nil {
 				return err
 			}
 		}
 	}
 	for _, rt := range check {
-		if err := ch.ExchangeDeclarePassive(rt.Exchange, "topic", true, false, false, false, nil); err != nil {
+		if err := ch.ch.ExchangeDeclarePassive(rt.Exchange, "topic", true, false, false, false, nil); err != nil {
 			var ae *amqp.Error
 			if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
 				return fmt.Errorf("routing: %s: check exchange %q: %w", rt, rt.Exchange, err)
 			}
 			errs = append(errs, fmt.Errorf("%w: %s: exchange %q does not exist (vhost %q); declare it on the broker, or set declare = true on the route",
 				ErrExchangeMissing, rt, rt.Exchange, topo.Vhost))
-			if err := reopen(); err != nil {
+			failed[rt.Exchange] = true
+			if err := ch.reopen(); err != nil {
 				return err
 			}
 		}
 	}
+	if err := declareRouteQueues(ch, queues, failed, topo, &errs); err != nil {
+		return err
+	}
 	return errors.Join(errs...)
+}
+
+// routeChannel is the channel declareRouteExchanges works on, opened again
+// after each declare the broker refused (which closes the channel).
+type routeChannel struct {
+	open openChannel
+	ch   exchangeChannel // nil until reopen succeeds
+}
+
+func (c *routeChannel) reopen() error {
+	c.close()
+	ch, err := c.open()
+	if err != nil {
+		return fmt.Errorf("routing: open a channel for route exchanges: %w", err)
+	}
+	c.ch = ch
+	return nil
+}
+
+func (c *routeChannel) close() {
+	if c.ch != nil {
+		_ = c.ch.Close()
+		c.ch = nil
+	}
+}
+
+// routeQueues returns the routes of t that have a queue, each queue, and
+// each binding (queue, exchange, binding key), once: the first route that
+// names it.
+func routeQueues(t *route.Table) []*route.Route {
+	var out []*route.Route
+	seen := make(map[[3]string]bool)
+	for _, rt := range t.Routes() {
+		b := [3]string{rt.Queue, rt.Exchange, rt.BindingKey}
+		if rt.Queue == "" || seen[b] {
+			continue
+		}
+		seen[b] = true
+		out = append(out, rt)
+	}
+	return out
+}
+
+// queueArgs are the arguments a route's queue is declared with: none for
+// a classic queue, so that a backend that declares the same queue plainly
+// (durable, no arguments) agrees with the node, and x-queue-type for a
+// quorum queue, which the broker requires.
+func queueArgs(queueType string) amqp.Table {
+	if queueType == config.QueueQuorum {
+		return amqp.Table{"x-queue-type": config.QueueQuorum}
+	}
+	return nil
+}
+
+// describeArgs says which arguments a queue is declared with.
+func describeArgs(args amqp.Table) string {
+	if len(args) == 0 {
+		return "with no arguments"
+	}
+	parts := make([]string, 0, len(args))
+	for k, v := range args {
+		parts = append(parts, fmt.Sprintf("%s = %v", k, v))
+	}
+	slices.Sort(parts)
+	return "with only the arguments " + strings.Join(parts, ", ")
+}
+
+// declareRouteQueues declares the queue of each route of queues (durable,
+// of its type; each queue once) and binds it to the route's exchange with
+// its binding key. A route whose exchange is in failed (missing or in
+// conflict: already reported) is skipped. A queue that exists with another
+// type or other arguments (406) is appended to errs as ErrTopologyConflict
+// naming the route; any other failure is returned.
+func declareRouteQueues(ch *routeChannel, queues []*route.Route, failed map[string]bool, topo Topology, errs *[]error) error {
+	declared, refused := make(map[string]bool), make(map[string]bool)
+	for _, rt := range queues {
+		if failed[rt.Exchange] || refused[rt.Queue] {
+			continue
+		}
+		if !declared[rt.Queue] {
+			if _, err := ch.ch.QueueDeclare(rt.Queue, true, false, false, false, queueArgs(rt.QueueType)); err != nil {
+				var ae *amqp.Error
+				if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+					return fmt.Errorf("routing: %s: declare queue %q: %w", rt, rt.Queue, err)
+				}
+				*errs = append(*errs, fmt.Errorf("%w: %s: queue %q exists with other settings; the route declares it as a durable %s queue %s (set limits with a policy, not arguments): delete it (%s, or the management UI) or make queue_type match it (broker said: %s)",
+					ErrTopologyConflict, rt, rt.Queue, rt.QueueType, describeArgs(queueArgs(rt.QueueType)), topo.deleteCommand("queue", rt.Queue), ae.Reason))
+				refused[rt.Queue] = true
+				if err := ch.reopen(); err != nil {
+					return err
+				}
+				continue
+			}
+			declared[rt.Queue] = true
+		}
+		if err := ch.ch.QueueBind(rt.Queue, rt.BindingKey, rt.Exchange, false, nil); err != nil {
+			return fmt.Errorf("routing: %s: bind queue %q to exchange %q with key %q: %w", rt, rt.Queue, rt.Exchange, rt.BindingKey, err)
+		}
+	}
+	return nil
 }
 
 func durability(durable bool) string {

@@ -108,6 +108,9 @@ type fakeExchanges struct {
 	opened   int
 	declared []string // "name type durable"
 	checked  []string
+	queues   map[string]string // queue name → x-queue-type ("" for none)
+	qdecl    []string          // "name type"
+	bound    []string          // "queue exchange key"
 }
 
 type fakeExChannel struct {
@@ -151,6 +154,36 @@ func (c *fakeExChannel) ExchangeDeclarePassive(name, kind string, durable, autoD
 	return nil
 }
 
+func (c *fakeExChannel) QueueDeclare(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	if c.closed {
+		return amqp.Queue{}, amqp.ErrClosed
+	}
+	kind, _ := args["x-queue-type"].(string)
+	c.f.qdecl = append(c.f.qdecl, name+" "+kind)
+	if have, ok := c.f.queues[name]; ok && have != kind || !durable {
+		c.closed = true
+		return amqp.Queue{}, &amqp.Error{Code: amqp.PreconditionFailed, Reason: "PRECONDITION_FAILED - inequivalent arg 'x-queue-type'"}
+	}
+	c.f.queues[name] = kind
+	return amqp.Queue{Name: name}, nil
+}
+
+func (c *fakeExChannel) QueueBind(name, key, exchange string, noWait bool, args amqp.Table) error {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	if c.closed {
+		return amqp.ErrClosed
+	}
+	if _, ok := c.f.exist[exchange]; !ok {
+		c.closed = true
+		return &amqp.Error{Code: amqp.NotFound, Reason: "NOT_FOUND - no exchange '" + exchange + "'"}
+	}
+	c.f.bound = append(c.f.bound, name+" "+exchange+" "+key)
+	return nil
+}
+
 func (c *fakeExChannel) Close() error { c.closed = true; return nil }
 
 func TestDeclareRouteExchanges(t *testing.T) {
@@ -159,8 +192,11 @@ func TestDeclareRouteExchanges(t *testing.T) {
 		name     string
 		routes   []config.Route
 		exist    map[string]string
+		queues   map[string]string // queues that exist: name → x-queue-type
 		declared []string
 		checked  []string
+		qdecl    []string
+		bound    []string
 		opened   int
 		errIs    error
 		errHas   []string
@@ -202,12 +238,52 @@ func TestDeclareRouteExchanges(t *testing.T) {
 			errHas:   []string{`routes[0] (match "a"): exchange "billing" exists with other settings`, "a durable topic exchange", "rabbitmqadmin delete exchange name=billing"},
 		},
 		{name: "no routes: no channel", opened: 0},
+		{
+			name: "queues: declared once each, with their type, and bound with their keys",
+			routes: []config.Route{
+				{Match: "billing.*", Exchange: "api", Declare: true, Type: "topic", Durable: true, Queue: "billing", QueueType: "quorum", BindingKey: "billing.*"},
+				{Match: "refund", Exchange: "api", Declare: true, Type: "topic", Durable: true, Queue: "billing", QueueType: "quorum", BindingKey: "refund"},
+				{Match: "refund2", Exchange: "api", Declare: true, Type: "topic", Durable: true, Queue: "billing", QueueType: "quorum", BindingKey: "refund"}, // the same binding: once
+				{Match: "chat.*", Exchange: "chat", Type: "fanout", Queue: "chat"},                                                                            // classic by default, no arguments
+			},
+			exist:    map[string]string{"chat": "fanout"},
+			declared: []string{"api topic"},
+			checked:  []string{"chat"},
+			qdecl:    []string{"billing quorum", "chat "},
+			bound:    []string{"billing api billing.*", "billing api refund", "chat chat "},
+			opened:   1,
+		},
+		{
+			name: "a queue that exists with another type is a conflict naming the route; the others are declared",
+			routes: []config.Route{
+				{Match: "a", Exchange: "api", Declare: true, Type: "topic", Durable: true, Queue: "jobs", QueueType: "quorum", BindingKey: "#"},
+				{Match: "b", Exchange: "api", Declare: true, Type: "topic", Durable: true, Queue: "other", QueueType: "quorum", BindingKey: "#"},
+			},
+			queues:   map[string]string{"jobs": ""},
+			declared: []string{"api topic"},
+			qdecl:    []string{"jobs quorum", "other quorum"},
+			bound:    []string{"other api #"},
+			opened:   2,
+			errIs:    ErrTopologyConflict,
+			errHas:   []string{`routes[0] (match "a"): queue "jobs" exists with other settings`, "a durable quorum queue", "rabbitmqctl delete_queue jobs", "queue_type"},
+		},
+		{
+			name:    "the queue of a route whose exchange is missing is not declared",
+			routes:  []config.Route{{Match: "a", Exchange: "gone", Type: "topic", Queue: "jobs", BindingKey: "#"}},
+			checked: []string{"gone"},
+			opened:  2,
+			errIs:   ErrExchangeMissing,
+			errHas:  []string{`routes[0] (match "a"): exchange "gone" does not exist`},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &fakeExchanges{exist: tt.exist}
+			f := &fakeExchanges{exist: tt.exist, queues: tt.queues}
 			if f.exist == nil {
 				f.exist = map[string]string{}
+			}
+			if f.queues == nil {
+				f.queues = map[string]string{}
 			}
 			err := declareRouteExchanges(f.open, testTable(t, tt.routes, time.Second), topo)
 			if tt.errIs == nil && err != nil || tt.errIs != nil && !errors.Is(err, tt.errIs) {
@@ -220,6 +296,9 @@ func TestDeclareRouteExchanges(t *testing.T) {
 			}
 			if strings.Join(f.declared, ",") != strings.Join(tt.declared, ",") || strings.Join(f.checked, ",") != strings.Join(tt.checked, ",") || f.opened != tt.opened {
 				t.Errorf("declared %v, checked %v, %d channels; want %v, %v, %d", f.declared, f.checked, f.opened, tt.declared, tt.checked, tt.opened)
+			}
+			if strings.Join(f.qdecl, ",") != strings.Join(tt.qdecl, ",") || strings.Join(f.bound, ",") != strings.Join(tt.bound, ",") {
+				t.Errorf("queues declared %q, bound %q; want %q, %q", f.qdecl, f.bound, tt.qdecl, tt.bound)
 			}
 		})
 	}

@@ -56,6 +56,40 @@ type replyBackend struct {
 func startReplyBackend(t *testing.T, name, exchange string, declare bool, keys ...string) *replyBackend {
 	t.Helper()
 	b := &replyBackend{name: name, queue: h.UniqueID("svc-" + name)}
+	b.serve(t, func(ch *amqp.Channel) (teardown func()) {
+		if declare {
+			if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+				t.Fatalf("backend %s: declare %s: %v", name, exchange, err)
+			}
+		}
+		if _, err := ch.QueueDeclare(b.queue, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if err := ch.QueueBind(b.queue, k, exchange, false, nil); err != nil {
+				t.Fatalf("backend %s: bind %s to %s (%s): %v", name, b.queue, exchange, k, err)
+			}
+		}
+		return func() { _, _ = ch.QueueDelete(b.queue, false, false, false) }
+	})
+	return b
+}
+
+// consumeReplyBackend is a replyBackend on a queue that exists already (a
+// route's queue, which the nodes declare); it neither declares nor deletes it.
+func consumeReplyBackend(t *testing.T, name, queue string) *replyBackend {
+	t.Helper()
+	b := &replyBackend{name: name, queue: queue}
+	b.serve(t, func(*amqp.Channel) func() { return func() {} })
+	return b
+}
+
+// serve connects, runs setup on the channel, consumes b.queue and answers
+// every call until the test ends; then it runs the teardown setup returned
+// and closes the connection.
+func (b *replyBackend) serve(t *testing.T, setup func(ch *amqp.Channel) (teardown func())) {
+	t.Helper()
+	name := b.name
 	conn, err := amqp.Dial(h.AMQPURL())
 	if err != nil {
 		t.Fatal(err)
@@ -64,22 +98,10 @@ func startReplyBackend(t *testing.T, name, exchange string, declare bool, keys .
 	if err != nil {
 		t.Fatal(err)
 	}
-	if declare {
-		if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
-			t.Fatalf("backend %s: declare %s: %v", name, exchange, err)
-		}
-	}
-	if _, err := ch.QueueDeclare(b.queue, false, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if err := ch.QueueBind(b.queue, k, exchange, false, nil); err != nil {
-			t.Fatalf("backend %s: bind %s to %s (%s): %v", name, b.queue, exchange, k, err)
-		}
-	}
+	teardown := setup(ch)
 	deliveries, err := ch.Consume(b.queue, "", true, false, false, false, nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("backend %s: consume %s: %v", name, b.queue, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -111,11 +133,10 @@ func startReplyBackend(t *testing.T, name, exchange string, declare bool, keys .
 		}
 	}()
 	t.Cleanup(func() {
-		_, _ = ch.QueueDelete(b.queue, false, false, false)
+		teardown()
 		_ = conn.Close()
 		<-done
 	})
-	return b
 }
 
 // received returns the calls the backend got so far.
