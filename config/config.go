@@ -104,7 +104,8 @@ type AMQP struct {
 	// Heartbeat is the AMQP heartbeat proposed to the broker, in whole seconds; 0 takes the broker's.
 	Heartbeat time.Duration `koanf:"heartbeat"`
 	// EventsExchange, when not empty, turns on targeted events: a durable
-	// direct exchange the node declares and to which it binds its in-queue
+	// direct exchange the node declares and to which it binds its own
+	// exchange (exchange-in-{id}:events, non-durable, bound to the in-queue)
 	// with the key of every token it holds a connection of (the token's
 	// telemetry.TokenHash). Empty: off (events reach nodes through
 	// MassExchange only).

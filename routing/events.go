@@ -13,11 +13,13 @@ import (
 )
 
 // Targeted events (amqp.events_exchange): while the node holds at least one
-// connection of a token, its in-queue is bound to the events exchange (a
-// durable direct exchange) with the token's key, telemetry.TokenHash(token),
+// connection of a token, its own events exchange (Topology.NodeEvents, a
+// non-durable fanout bound to the in-queue) is bound to the events exchange
+// (a durable direct exchange) with the token's key, telemetry.TokenHash(token),
 // so that an event a backend publishes there with that routing key reaches
-// only the nodes that hold the token. The raw token never appears in a
-// binding.
+// only the nodes that hold the token. The binding is transient (its
+// destination is not durable): no disk transaction per token. The raw
+// token never appears in a binding.
 //
 // eventBindings counts the connections of each key and says which bindings
 // should exist; one binder per broker session (run, on a channel of its
@@ -27,7 +29,7 @@ import (
 // unless the token is held again meanwhile.
 
 // BindToken counts a connection of token for targeted events and returns
-// once this node's in-queue is bound to amqp.events_exchange with the
+// once this node's events exchange is bound to amqp.events_exchange with the
 // token's key (or at once when the mode is off or the broker is not
 // connected: the next session binds every held token before the node is
 // ready), or with an error when ctx is done first. The gateway calls it
@@ -71,8 +73,8 @@ func (realClock) AfterFunc(d time.Duration, f func()) stopper { return time.Afte
 
 // bindChannel is the part of *amqp.Channel the binder uses.
 type bindChannel interface {
-	QueueBind(name, key, exchange string, noWait bool, args amqp.Table) error
-	QueueUnbind(name, key, exchange string, args amqp.Table) error
+	ExchangeBind(destination, key, source string, noWait bool, args amqp.Table) error
+	ExchangeUnbind(destination, key, source string, noWait bool, args amqp.Table) error
 }
 
 // bindOp is a binding operation a batch carries out for a key.
@@ -98,19 +100,20 @@ type tokenBinding struct {
 	ready    chan struct{} // closed once bound (hold waits on it); nil when nobody waits
 }
 
-// eventBindings keeps the in-queue's bindings to the events exchange in
+// eventBindings keeps the node exchange's bindings to the events exchange in
 // step with the tokens the node holds. hold and release may be called from
 // any goroutine; attach, flush, run and detach belong to the broker
 // session (one at a time). The zero value is not usable; use
 // newEventBindings.
 type eventBindings struct {
-	// Set at construction.
-	queue, exchange string
-	delay           time.Duration
-	clock           afterFuncer
-	gauge           interface{ Set(float64) }
-	binds, unbinds  interface{ Inc() }
-	wake            chan struct{} // capacity 1: something was queued
+	// Set at construction: the node's events exchange (the bindings'
+	// destination) and amqp.events_exchange (their source).
+	dest, exchange string
+	delay          time.Duration
+	clock          afterFuncer
+	gauge          interface{ Set(float64) }
+	binds, unbinds interface{ Inc() }
+	wake           chan struct{} // capacity 1: something was queued
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -120,11 +123,11 @@ type eventBindings struct {
 	nbound   int             // keys with bound set: the gauge
 }
 
-// newEventBindings returns the bindings of queue to exchange, with the
+// newEventBindings returns the bindings of dest to exchange, with the
 // unbind delay delay, recording into m (nil: nowhere, for tests).
-func newEventBindings(queue, exchange string, delay time.Duration, clock afterFuncer, m *telemetry.Metrics) *eventBindings {
+func newEventBindings(dest, exchange string, delay time.Duration, clock afterFuncer, m *telemetry.Metrics) *eventBindings {
 	e := &eventBindings{
-		queue: queue, exchange: exchange, delay: delay, clock: clock,
+		dest: dest, exchange: exchange, delay: delay, clock: clock,
 		gauge: nopMetric{}, binds: nopMetric{}, unbinds: nopMetric{},
 		wake: make(chan struct{}, 1),
 		keys: make(map[string]*tokenBinding),
@@ -265,7 +268,8 @@ func (e *eventBindings) setBoundLocked(b *tokenBinding, bound bool) {
 }
 
 // attach starts a broker session's binding maintenance: every wanted key is
-// bound again (the broker may have lost the binding: the in-queue expired,
+// bound again (the broker may have lost the binding: a broker restart, the
+// in-queue expired and the node exchange with it,
 // or the session is on another broker node; binding again is harmless),
 // and every key whose unbind could not be done meanwhile is unbound. The
 // session calls flush next, before it is ready.
@@ -340,7 +344,8 @@ type bindJob struct {
 // apply carries out batch on ch, binds first. A channel handles its
 // methods in order, and a failed one closes it, so the binds are sent
 // without waiting for bind-ok and the batch's first operation that waits
-// (the last bind, or an unbind: AMQP 0-9-1's queue.unbind has no nowait)
+// (the last bind, or an unbind: unbinds wait, so that a failed batch
+// knows which of them completed)
 // confirms those before it. It returns how many operations surely
 // completed, and the channel's error.
 func (e *eventBindings) apply(ch bindChannel, batch []bindJob) (int, error) {
@@ -350,17 +355,17 @@ func (e *eventBindings) apply(ch bindChannel, batch []bindJob) (int, error) {
 	}
 	for i := range binds {
 		noWait := i < len(batch)-1 // the batch's last operation waits
-		if err := ch.QueueBind(e.queue, batch[i].b.key, e.exchange, noWait, nil); err != nil {
-			return 0, fmt.Errorf("routing: bind %s to %s: %w", e.queue, e.exchange, err)
+		if err := ch.ExchangeBind(e.dest, batch[i].b.key, e.exchange, noWait, nil); err != nil {
+			return 0, fmt.Errorf("routing: bind exchange %s to %s: %w", e.dest, e.exchange, err)
 		}
 	}
 	for i := binds; i < len(batch); i++ {
-		if err := ch.QueueUnbind(e.queue, batch[i].b.key, e.exchange, nil); err != nil {
+		if err := ch.ExchangeUnbind(e.dest, batch[i].b.key, e.exchange, false, nil); err != nil {
 			done := 0
 			if i > binds {
 				done = i // the first unbind's answer confirmed every bind
 			}
-			return done, fmt.Errorf("routing: unbind %s from %s: %w", e.queue, e.exchange, err)
+			return done, fmt.Errorf("routing: unbind exchange %s from %s: %w", e.dest, e.exchange, err)
 		}
 	}
 	return len(batch), nil

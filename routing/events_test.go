@@ -100,7 +100,7 @@ func (f *fakeBroker) op(entry string) error {
 	return nil
 }
 
-func (f *fakeBroker) QueueBind(name, key, exchange string, noWait bool, _ amqp.Table) error {
+func (f *fakeBroker) ExchangeBind(destination, key, source string, noWait bool, _ amqp.Table) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	entry := "bind " + key
@@ -114,7 +114,7 @@ func (f *fakeBroker) QueueBind(name, key, exchange string, noWait bool, _ amqp.T
 	return nil
 }
 
-func (f *fakeBroker) QueueUnbind(name, key, exchange string, _ amqp.Table) error {
+func (f *fakeBroker) ExchangeUnbind(destination, key, source string, _ bool, _ amqp.Table) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.op("unbind " + key); err != nil {

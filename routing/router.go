@@ -130,7 +130,7 @@ func New(o Options) *Router {
 		subjectHeader:      o.SubjectHeader,
 	}
 	if topo.Events != "" {
-		r.events = newEventBindings(topo.QueueIn, topo.Events, o.AMQP.EventsUnbindDelay, realClock{}, o.Metrics)
+		r.events = newEventBindings(topo.NodeEvents, topo.Events, o.AMQP.EventsUnbindDelay, realClock{}, o.Metrics)
 	}
 	o.Metrics.SetPendingFunc(r.Pending)
 	return r

@@ -21,10 +21,22 @@ type Topology struct {
 	// Vhost is the virtual host of amqp.url, named in advice on conflicts.
 	Vhost string
 	// Events is amqp.events_exchange, the durable direct exchange of
-	// targeted events; "" when the mode is off. Declare declares it; the
-	// in-queue's bindings to it follow the tokens the node holds (see
-	// eventBindings), so Declare binds nothing there.
+	// targeted events; "" when the mode is off. Declare declares it.
 	Events string
+	// NodeEvents is the node's own exchange of targeted events,
+	// ExchangeIn + ":events" ("" when the mode is off): non-durable,
+	// auto-delete and internal, of kind fanout, bound once to the in-queue.
+	// The per-token bindings go from Events to it (exchange to exchange,
+	// key = the token's key; see eventBindings): a binding whose
+	// destination is not durable is transient, so binding and unbinding a
+	// token costs the broker no disk transaction. The node binds every held
+	// token again after each reconnect, so losing them with a broker
+	// restart (or the exchange itself: Declare makes it again) is harmless.
+	// It goes by itself with its last binding to a destination, that is
+	// when the in-queue expires (x-expires) or is deleted, taking the
+	// token bindings with it; ':' is not allowed in node ids, so the name
+	// cannot be another node's exchange.
+	NodeEvents string
 }
 
 // NewTopology derives the names for node id from the configuration.
@@ -38,7 +50,17 @@ func NewTopology(cfg config.AMQP, nodeID string) Topology {
 		InQueueExpires: cfg.InQueueExpires,
 		Vhost:          vhostOf(cfg.URL),
 		Events:         cfg.EventsExchange,
+		NodeEvents:     nodeEvents(cfg, nodeID),
 	}
+}
+
+// nodeEvents names the node's exchange of targeted events ("" when the
+// mode is off).
+func nodeEvents(cfg config.AMQP, nodeID string) string {
+	if cfg.EventsExchange == "" {
+		return ""
+	}
+	return cfg.ExchangeInPrefix + nodeID + ":events"
 }
 
 // vhostOf returns the virtual host of an AMQP URL ("/" when it names none
@@ -82,6 +104,9 @@ func (t Topology) Declare(ch declarer) error {
 		if err := ch.ExchangeDeclare(t.Events, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
 			return t.conflict(err, "exchange", t.Events, "amqp.events_exchange must be a durable direct exchange")
 		}
+		if err := ch.ExchangeDeclare(t.NodeEvents, amqp.ExchangeFanout, false, true, true, false, nil); err != nil {
+			return t.conflict(err, "exchange", t.NodeEvents, "it must be a non-durable, auto-delete, internal fanout exchange")
+		}
 	}
 	if _, err := ch.QueueDeclare(t.QueueIn, true, false, false, false, t.inQueueArgs()); err != nil {
 		return t.conflict(err, "queue", t.QueueIn, fmt.Sprintf("it must be durable with arguments %v", t.inQueueArgs()))
@@ -97,6 +122,11 @@ func (t Topology) Declare(ch declarer) error {
 	}
 	if err := ch.ExchangeBind(t.ExchangeIn, "", t.Mass, false, nil); err != nil {
 		return fmt.Errorf("routing: bind exchange %s to %s: %w", t.ExchangeIn, t.Mass, err)
+	}
+	if t.NodeEvents != "" {
+		if err := ch.QueueBind(t.QueueIn, "", t.NodeEvents, false, nil); err != nil {
+			return fmt.Errorf("routing: bind %s to %s: %w", t.QueueIn, t.NodeEvents, err)
+		}
 	}
 	return nil
 }

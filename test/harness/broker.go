@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,41 @@ func Bindings(t testing.TB, exchange string) []string {
 	}
 	slices.Sort(got)
 	return got
+}
+
+// DurableBindings returns how many of the bindings whose source is
+// exchange (in vhost "/") the shared broker keeps in its durable route
+// table (rabbitmqctl eval on rabbit_durable_route, RabbitMQ 3.10's Mnesia
+// schema): the bindings that survive a broker restart and cost a disk
+// transaction to make. exchange must be plain (it is put in an Erlang
+// binary literal).
+func DurableBindings(t testing.TB, exchange string) int {
+	t.Helper()
+	if strings.ContainsAny(exchange, `"\`) {
+		t.Fatalf("DurableBindings: odd exchange name %q", exchange)
+	}
+	expr := `length(mnesia:dirty_match_object(rabbit_durable_route, {route, {binding, {resource, <<"/">>, exchange, <<"` +
+		exchange + `">>}, '_', '_', '_'}, '_'})).`
+	out := strings.TrimSpace(rabbitmqctl(t, "eval", expr))
+	n, err := strconv.Atoi(out)
+	if err != nil {
+		t.Fatalf("rabbitmqctl eval (durable bindings of %s): %q", exchange, out)
+	}
+	return n
+}
+
+// Exchange returns the shared broker's "durable auto_delete internal type"
+// of exchange in vhost "/" (rabbitmqctl list_exchanges), or "" when it does
+// not exist.
+func Exchange(t testing.TB, exchange string) string {
+	t.Helper()
+	out := rabbitmqctl(t, "list_exchanges", "name", "durable", "auto_delete", "internal", "type", "-q", "--no-table-headers")
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Split(line, "\t"); len(f) == 5 && f[0] == exchange {
+			return strings.Join(f[1:], " ")
+		}
+	}
+	return ""
 }
 
 // DeleteExchange deletes exchange on the shared broker (for exchanges a

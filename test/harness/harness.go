@@ -283,7 +283,9 @@ func DeleteTopology(t testing.TB, nodeID, mass string) {
 	for _, q := range []string{"queue-in-" + nodeID, "queue-out-" + nodeID} {
 		del(func(ch *amqp.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err })
 	}
-	for _, e := range []string{"exchange-in-" + nodeID, "exchange-out-" + nodeID, mass} {
+	// exchange-in-{id}:events (targeted events) is auto-delete: it went with
+	// the in-queue; deleting it again is harmless.
+	for _, e := range []string{"exchange-in-" + nodeID, "exchange-out-" + nodeID, "exchange-in-" + nodeID + ":events", mass} {
 		del(func(ch *amqp.Channel) error { return ch.ExchangeDelete(e, false, false) })
 	}
 }

@@ -33,6 +33,10 @@ func eventsExchange(t testing.TB) string {
 	return name
 }
 
+// nodeEvents is the name of node n's own exchange of targeted events,
+// where the per-token bindings from amqp.events_exchange lead.
+func nodeEvents(n *h.Node) string { return "exchange-in-" + n.ID + ":events" }
+
 // targetedNode starts a node with targeted events on exchange and the
 // unbind delay, plus opts.
 func targetedNode(t testing.TB, exchange string, delay time.Duration, opts ...h.NodeOption) *h.Node {
@@ -93,10 +97,23 @@ func TestTargetedEventsReachOnlyTheHoldingNode(t *testing.T) {
 
 	// The bindings exist once the upgrades are answered.
 	got := h.Bindings(t, ex)
-	want := []string{"queue-in-" + a.ID + " " + tokenKey(tokT), "queue-in-" + b.ID + " " + tokenKey(tokU)}
+	want := []string{nodeEvents(a) + " " + tokenKey(tokT), nodeEvents(b) + " " + tokenKey(tokU)}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Fatalf("bindings of %s right after the upgrades: %q, want %q", ex, got, want)
+	}
+	// They are transient (exchange to exchange, to a non-durable
+	// exchange): none is in the broker's durable route table.
+	if d := h.DurableBindings(t, ex); d != 0 {
+		t.Fatalf("%d of the bindings of %s are durable, want 0", d, ex)
+	}
+	for _, n := range []*h.Node{a, b} {
+		if got, want := h.Exchange(t, nodeEvents(n)), "false true true fanout"; got != want {
+			t.Fatalf("exchange %s: durable auto_delete internal type %q, want %q", nodeEvents(n), got, want)
+		}
+		if got, want := h.Bindings(t, nodeEvents(n)), []string{"queue-in-" + n.ID + " "}; !slices.Equal(got, want) {
+			t.Fatalf("bindings of %s: %q, want %q", nodeEvents(n), got, want)
+		}
 	}
 	for _, bnd := range got {
 		if strings.Contains(bnd, tokT) || strings.Contains(bnd, tokU) {
@@ -146,7 +163,7 @@ func TestTargetedEventBindingsFollowConnections(t *testing.T) {
 	ex := eventsExchange(t)
 	n := targetedNode(t, ex, delay)
 	tok := h.UniqueID("tok")
-	binding := "queue-in-" + n.ID + " " + tokenKey(tok)
+	binding := nodeEvents(n) + " " + tokenKey(tok)
 	ops := func() (bind, unbind float64) {
 		return n.Metric(t, `piped_event_binding_ops_total{op="bind"}`), n.Metric(t, `piped_event_binding_ops_total{op="unbind"}`)
 	}
@@ -207,13 +224,13 @@ func TestTargetedEventsRebindAfterBrokerConnectionsClosed(t *testing.T) {
 	tok, other := h.UniqueID("tok"), h.UniqueID("tok")
 	c := h.Dial(t, n, tok)
 	c2 := h.Dial(t, n, other)
-	queue := "queue-in-" + n.ID
+	queue := nodeEvents(n)
 	waitBindings(t, ex, queue+" "+tokenKey(tok), queue+" "+tokenKey(other))
 
 	// Behind the node's back: the binding is lost (as when the broker loses
 	// the queue, or the session moves to another broker node).
 	ch := h.Channel(t)
-	if err := ch.QueueUnbind(queue, tokenKey(tok), ex, nil); err != nil {
+	if err := ch.ExchangeUnbind(queue, tokenKey(tok), ex, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitBindings(t, ex, queue+" "+tokenKey(other))
@@ -242,6 +259,18 @@ func TestTargetedEventsRebindAfterBrokerConnectionsClosed(t *testing.T) {
 	if got := h.Bindings(t, ex); len(got) != 0 {
 		t.Fatalf("bindings left by the stopped node: %q", got)
 	}
+	// Its events exchange stays while its in-queue does, and goes with it
+	// (auto-delete: its last binding went), as when x-expires deletes the
+	// in-queue of a node that is gone for good.
+	if got := h.Exchange(t, queue); got == "" {
+		t.Fatalf("exchange %s gone while the in-queue stays", queue)
+	}
+	if _, err := h.Channel(t).QueueDelete("queue-in-"+n.ID, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	h.Eventually(t, 10*time.Second, "the node's events exchange went with its in-queue", func() bool {
+		return h.Exchange(t, queue) == ""
+	})
 }
 
 // A backend that publishes an event for a connection's token as soon as it
