@@ -143,10 +143,10 @@ func TestCapacityRows(t *testing.T) {
 	}
 	table := r.table()
 	for _, want := range []string{
-		"| churn: queue.bind + queue.unbind ops/s at K = 1 / 4 channels, 0 standing bindings | — | — | 1.00 k / 3.00 k |",
-		"| churn: queue.bind + queue.unbind ops/s at K = 1 / 4 channels, 10000 standing bindings | — | — | 900 / 3.00 k | 0.90 / 1.00 of the rate with 0 standing |",
+		"| churn: exchange.bind + exchange.unbind ops/s at K = 1 / 4 channels, 0 standing bindings | — | — | 1.00 k / 3.00 k |",
+		"| churn: exchange.bind + exchange.unbind ops/s at K = 1 / 4 channels, 10000 standing bindings | — | — | 900 / 3.00 k | 0.90 / 1.00 of the rate with 0 standing |",
 		"| churn: broker CPU µs per op at K = 1 / 4 channels, 10000 standing bindings | — | — | 420.0 / 310.0 |",
-		"| churn on the 3-node cluster (node 1): queue.bind + queue.unbind ops/s at K = 1 channels, 0 standing bindings | — | — | 100 |",
+		"| churn on the 3-node cluster (node 1): exchange.bind + exchange.unbind ops/s at K = 1 channels, 0 standing bindings | — | — | 100 |",
 		"| cluster (3 nodes): calls/s at 100 × 4, node on broker 1, backend on broker 2 | 3.00 k | 4.00 k | — | 0.75 of raw-reliable |",
 		"| cluster (3 nodes): broker CPU µs per call at 100 × 4, the nodes together (1 + 2 + 3) | 300.0 (150.0 + 140.0 + 10.0) | 280.0 | — |",
 		"| fanout-filter: events/s drained, 1000 connections, 1 event in 100 for their tokens | 40.0 k | — | 50.0 k (plain consumer) | 0.80 of the raw consume rate, 2.00 × the delivered rate |",

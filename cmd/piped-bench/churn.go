@@ -13,9 +13,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// churnResult is the rate of binding operations (queue.bind and
-// queue.unbind, each one op) that K channels sustain on a durable direct
-// exchange while Standing other bindings are in place, on one broker node
+// churnResult is the rate of binding operations (exchange.bind and
+// exchange.unbind, each one op) that K channels sustain between a durable
+// direct exchange and a transient one (see churnTarget) while Standing other bindings are in place, on one broker node
 // or on node 1 of the harness's cluster (Broker "single" or "cluster").
 type churnResult struct {
 	Broker     string             `json:"broker"`
@@ -59,8 +59,12 @@ func parseCounts(list string, least int) ([]int, error) {
 	return out, nil
 }
 
-// churnTarget is the exchange and queue of the harness's own that runChurn
-// binds and unbinds, over conn.
+// churnTarget is the topology of targeted events, of the harness's own:
+// exchange (durable, direct: amqp.events_exchange) → dest (the node's
+// exchange-in-ID:events: non-durable, auto-delete, internal, fanout) →
+// queue (durable, with the in-queue's x-expires). runChurn binds and
+// unbinds token keys between exchange and dest, as a node does: transient
+// bindings, no disk transaction.
 type churnTarget struct {
 	exchange, queue string
 	conn            *amqp.Connection
@@ -85,9 +89,19 @@ func (t *churnTarget) reset() error {
 	if _, err := ch.QueueDeclare(t.queue, true, false, false, false, amqp.Table{"x-expires": int64(nodeInQueueExpires)}); err != nil {
 		return fmt.Errorf("declare %s: %w", t.queue, err)
 	}
+	// Deleting the queue auto-deleted dest with its bindings.
+	if err := ch.ExchangeDeclare(t.dest(), amqp.ExchangeFanout, false, true, true, false, nil); err != nil {
+		return fmt.Errorf("declare %s: %w", t.dest(), err)
+	}
+	if err := ch.QueueBind(t.queue, "", t.dest(), false, nil); err != nil {
+		return fmt.Errorf("bind %s: %w", t.queue, err)
+	}
 	t.standing = 0
 	return nil
 }
+
+// dest is the node's events exchange that token keys are bound to.
+func (t *churnTarget) dest() string { return t.queue + ":events" }
 
 // grow adds standing bindings with random keys until n are in place, from
 // 16 channels at once.
@@ -112,8 +126,8 @@ func (t *churnTarget) grow(n int) error {
 			}
 			defer ch.Close()
 			for range share {
-				if err := ch.QueueBind(t.queue, routingKey(rand.Uint64()), t.exchange, false, nil); err != nil {
-					errs[w] = fmt.Errorf("bind %s: %w", t.queue, err)
+				if err := ch.ExchangeBind(t.dest(), routingKey(rand.Uint64()), t.exchange, false, nil); err != nil {
+					errs[w] = fmt.Errorf("bind %s: %w", t.dest(), err)
 					return
 				}
 			}
@@ -161,8 +175,8 @@ func (l *churnLoad) worker(ch *amqp.Channel, t *churnTarget) {
 	}
 	for !l.stopping.Load() {
 		key := routingKey(rand.Uint64())
-		if !op(func() error { return ch.QueueBind(t.queue, key, t.exchange, false, nil) }) ||
-			!op(func() error { return ch.QueueUnbind(t.queue, key, t.exchange, nil) }) {
+		if !op(func() error { return ch.ExchangeBind(t.dest(), key, t.exchange, false, nil) }) ||
+			!op(func() error { return ch.ExchangeUnbind(t.dest(), key, t.exchange, false, nil) }) {
 			return
 		}
 	}

@@ -16,7 +16,7 @@
 // everything):
 //
 //	fanout-filter events/s a node drains for tokens it holds no connection of
-//	churn         queue.bind + queue.unbind per second on a direct exchange
+//	churn         exchange.bind + exchange.unbind per second, as targeted events bind tokens
 //	cluster-rpc   rpc and raw-reliable across a 3-node cluster of its own
 //
 // It also writes benchmarks.json (every figure) and, when it measured

@@ -111,7 +111,7 @@ func (r *report) churnRows(row func(...string)) {
 				}) + fmt.Sprintf(" of the rate with %d standing", levels[0])
 			}
 			shape := fmt.Sprintf("K = %s channels, %d standing bindings", strings.Join(kNames, " / "), s)
-			row(where+": queue.bind + queue.unbind ops/s at "+shape, "—", "—",
+			row(where+": exchange.bind + exchange.unbind ops/s at "+shape, "—", "—",
 				perK(func(rs []churnResult) string { return cell(over(rs, rate), len(rs), frate) }), cmp, "", "")
 			brokerCPU := func(x churnResult) float64 { return x.CPUPerOp["broker"] }
 			row(where+": broker CPU µs per op at "+shape, "—", "—",
