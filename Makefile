@@ -26,7 +26,7 @@ FUZZ_PKG     := ./protocol
 # The steps of `test` must run in order, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: all build build-piped build-echo-backend demo test npm lint fmt-check vet unit tracing faults federation fuzz bench bench-quick bench-capacity bench-go build-bench rabbitmq jaeger clean
+.PHONY: all build build-piped build-echo-backend demo test npm lint fmt-check vet unit tracing faults cluster federation fuzz bench bench-quick bench-capacity bench-go build-bench rabbitmq jaeger clean
 
 all: build
 
@@ -43,9 +43,10 @@ demo:
 
 # Every test: broker, Jaeger binary (for test/tracing), npm packages (for the
 # Node.js backend and the browser test), lint, unit and integration tests with
-# -race, then the fault tests alone, then the federation tests (two brokers of
-# their own), then a bounded fuzz run of each fuzz target.
-test: rabbitmq jaeger npm lint unit tracing faults federation fuzz
+# -race, then the fault tests alone, then the cluster tests (three brokers
+# of their own), then the federation tests (two brokers of their own), then
+# a bounded fuzz run of each fuzz target.
+test: rabbitmq jaeger npm lint unit tracing faults cluster federation fuzz
 
 rabbitmq:
 	./scripts/ensure-rabbitmq.sh
@@ -93,6 +94,11 @@ faults:
 	else \
 		echo "faults: $(FAULTS_DIR) does not exist; skipping the fault tests"; \
 	fi
+
+# Piped on a three-node RabbitMQ cluster that the tests start on free ports
+# and remove (test/cluster): spread over the brokers, failover under traffic.
+cluster:
+	$(GO) test -count=1 -p 1 -tags cluster ./test/cluster/
 
 # Two regions: two RabbitMQ nodes of the tests' own (internal/rabbitnode,
 # rabbitmq_federation) with exchange-mass federated both ways, and Piped

@@ -222,8 +222,16 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 	if len(listeners) > 1 {
 		attrs = append(attrs, "internal_addr", listeners[1].Addr().String())
 	}
-	log.Info("piped node started", append(attrs,
-		"amqp_url", config.RedactURL(cfg.AMQP.URL), "in_queue", router.Topology().QueueIn)...)
+	if cfg.AMQP.Cluster() {
+		urls := cfg.AMQP.BrokerURLs()
+		for i, u := range urls {
+			urls[i] = config.RedactURL(u)
+		}
+		attrs = append(attrs, "amqp_urls", urls, "first_broker", routing.StartIndex(cfg.Node.ID, len(urls)))
+	} else {
+		attrs = append(attrs, "amqp_url", config.RedactURL(cfg.AMQP.URL))
+	}
+	log.Info("piped node started", append(attrs, "in_queue", router.Topology().QueueIn)...)
 
 	var runErr error
 	select {

@@ -79,6 +79,14 @@ type AMQP struct {
 	// URL is the broker, amqp:// or amqps://. It may hold a password: log
 	// Config.Redacted, never the URL itself.
 	URL string `koanf:"url"`
+	// URLs, when not empty, is used instead of URL: the addresses of the
+	// nodes of one RabbitMQ cluster, each checked like URL and as secret.
+	// A node starts at the address StartIndex gives for its id and moves on
+	// to the next one at every new attempt after a failed dial or an ended
+	// session. It also makes the node's own queues non-durable, so that
+	// they go with a broker node that is lost and can be declared again on
+	// the next one (see docs/deploy.md, "On a RabbitMQ cluster").
+	URLs []string `koanf:"urls"`
 	// ExchangeInPrefix, followed by the node id, names the exchange backends
 	// publish to for this node's clients.
 	ExchangeInPrefix string `koanf:"exchange_in_prefix"`
@@ -114,6 +122,19 @@ type AMQP struct {
 	// stays after its last connection on the node closed; 0 unbinds at once.
 	EventsUnbindDelay time.Duration `koanf:"events_unbind_delay"`
 }
+
+// BrokerURLs returns the broker addresses the node connects to: URLs when
+// it is not empty, else URL alone. The slice is the caller's.
+func (a AMQP) BrokerURLs() []string {
+	if len(a.URLs) > 0 {
+		return append([]string(nil), a.URLs...)
+	}
+	return []string{a.URL}
+}
+
+// Cluster reports whether the node runs on a RabbitMQ cluster (URLs is set),
+// whose node it may lose: its own queues are then non-durable.
+func (a AMQP) Cluster() bool { return len(a.URLs) > 0 }
 
 // Requests governs calls.
 type Requests struct {
@@ -258,6 +279,7 @@ func Defaults() Config {
 		},
 		AMQP: AMQP{
 			URL:               "amqp://guest:guest@localhost:5672/",
+			URLs:              []string{},
 			ExchangeInPrefix:  "exchange-in-",
 			ExchangeOutPrefix: "exchange-out-",
 			QueueInPrefix:     "queue-in-",

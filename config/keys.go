@@ -15,7 +15,9 @@ const envConfig = envPrefix + "CONFIG"
 
 // isSecret reports whether the value of key may hold a secret: such values
 // are redacted by Redacted and never echoed in errors.
-func isSecret(key string) bool { return key == "amqp.url" || key == "auth.jwt_secret" }
+func isSecret(key string) bool {
+	return key == "amqp.url" || key == "amqp.urls" || key == "auth.jwt_secret"
+}
 
 // routesKey is the key of the route list, [[routes]] in TOML.
 const routesKey = "routes"

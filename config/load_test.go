@@ -693,6 +693,20 @@ func TestValidate(t *testing.T) {
 		{"amqp.url space", "amqp.url", func(c *Config) { c.AMQP.URL = "amqp://u:s3c ret@h/" }, ""},
 		{"amqp.url unescaped slash", "amqp.url", func(c *Config) { c.AMQP.URL = "amqp://u:12/s3cret@h/" }, "percent-encode"},
 		{"amqp.url empty", "amqp.url", func(c *Config) { c.AMQP.URL = "" }, ""},
+		{"amqp.urls scheme", "amqp.urls", func(c *Config) { c.AMQP.URLs = []string{"amqp://u:s3cret@a/", "http://u:s3cret@b/"} }, `element 1: scheme must be amqp or amqps, got "http"`},
+		{"amqp.urls without scheme", "amqp.urls", func(c *Config) { c.AMQP.URLs = []string{"u:s3cret@h:5672"} }, "element 0: must start with amqp://"},
+		{"amqp.urls unescaped slash", "amqp.urls", func(c *Config) { c.AMQP.URLs = []string{"amqp://u:12/s3cret@h/"} }, "element 0: has an \"@\" after the host"},
+		{"amqp.urls empty element", "amqp.urls", func(c *Config) { c.AMQP.URLs = []string{"amqp://u:s3cret@a/", ""} }, "element 1: must start with amqp://"},
+		{"amqp.urls repeated", "amqp.urls", func(c *Config) {
+			c.AMQP.URLs = []string{"amqp://u:s3cret@a/", "amqp://u:s3cret@b/", "amqp://u:s3cret@a/"}
+		}, "element 2: is the same address as element 0"},
+		{"amqp.urls two vhosts", "amqp.urls", func(c *Config) {
+			c.AMQP.URLs = []string{"amqp://u:s3cret@a/piped", "amqp://u:s3cret@b/piped", "amqp://u:s3cret@c/other"}
+		}, "element 2: names another virtual host than element 0"},
+		{"amqp.urls set, amqp.url bad: only the list is checked", "amqp.urls", func(c *Config) {
+			c.AMQP.URL = "http://u:s3cret@h/"
+			c.AMQP.URLs = []string{"amqp://u:s3cret@a/", "amqps://u:s3cret@b", "amqp://u:s3cret@a/x"}
+		}, "element 2: names another virtual host than element 0"},
 		{"amqp.exchange_in_prefix empty", "amqp.exchange_in_prefix", func(c *Config) { c.AMQP.ExchangeInPrefix = "" }, "empty"},
 		{"amqp.exchange_out_prefix empty", "amqp.exchange_out_prefix", func(c *Config) { c.AMQP.ExchangeOutPrefix = "" }, "empty"},
 		{"amqp.queue_in_prefix empty", "amqp.queue_in_prefix", func(c *Config) { c.AMQP.QueueInPrefix = "" }, "empty"},

@@ -14,9 +14,9 @@ const redactedURL = "xxxxx"
 // section name to a map from key name to value, with the names of the TOML
 // file (r["amqp"].(map[string]any)["prefetch"]), and under "routes" a
 // []map[string]any with one map per route. Durations are strings such as
-// "30s", lists are copies, amqp.url has its password replaced by "xxxxx"
-// (the whole URL is replaced when it does not parse) and a non-empty
-// auth.jwt_secret is "xxxxx".
+// "30s", lists are copies, amqp.url and each element of amqp.urls have
+// their password replaced by "xxxxx" (the whole URL is replaced when it
+// does not parse) and a non-empty auth.jwt_secret is "xxxxx".
 func (c *Config) Redacted() map[string]any {
 	if c == nil {
 		return nil
@@ -83,6 +83,12 @@ func loggable(f field, c *Config) any {
 	switch x := v.(type) {
 	case time.Duration:
 		return x.String()
+	case []string:
+		if f.key == "amqp.urls" {
+			for i, u := range x { // x is a copy (field.value)
+				x[i] = RedactURL(u)
+			}
+		}
 	case string:
 		switch {
 		case !isSecret(f.key):

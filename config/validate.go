@@ -89,9 +89,12 @@ func (c *Config) Validate() error {
 
 	// amqp
 	a := c.AMQP
-	if problem := checkAMQPURL(a.URL); problem != "" {
-		v.add("amqp.url", "%s", problem)
+	if len(a.URLs) == 0 {
+		if problem := checkAMQPURL(a.URL); problem != "" {
+			v.add("amqp.url", "%s", problem)
+		}
 	}
+	validateURLs(&v, a.URLs)
 	for _, p := range []struct{ key, value string }{
 		{"amqp.exchange_in_prefix", a.ExchangeInPrefix},
 		{"amqp.exchange_out_prefix", a.ExchangeOutPrefix},
@@ -242,6 +245,42 @@ func checkAMQPURL(raw string) string {
 		return `has an "@" after the host; percent-encode "/", "?", "#" and "@" in the user name and password (value not shown: it may hold a password)`
 	}
 	return ""
+}
+
+// validateURLs checks amqp.urls, which is used instead of amqp.url when not
+// empty: each element like amqp.url, none twice, all naming one virtual
+// host (the node's exchanges and queues live in one). No message quotes a
+// URL or a part of one.
+func validateURLs(v *validator, urls []string) {
+	first := -1 // the first valid element, whose virtual host the others must name
+	const key = "amqp.urls"
+	for i, raw := range urls {
+		if problem := checkAMQPURL(raw); problem != "" {
+			v.add(key, "element %d: %s", i, problem)
+			continue
+		}
+		switch j := slices.Index(urls, raw); {
+		case j < i:
+			v.add(key, "element %d: is the same address as element %d; list each broker node once", i, j)
+		case first < 0:
+			first = i
+		case urlVhost(raw) != urlVhost(urls[first]):
+			v.add(key, "element %d: names another virtual host than element %d; the addresses are the nodes of one cluster, and the node's exchanges and queues live in one virtual host", i, first)
+		}
+	}
+}
+
+// urlVhost returns the virtual host of an AMQP URL that checkAMQPURL
+// accepted: its path without the leading "/", and "/" for none.
+func urlVhost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	if vh := strings.TrimPrefix(u.Path, "/"); vh != "" {
+		return vh
+	}
+	return "/"
 }
 
 // validator collects the problems Validate finds.

@@ -60,7 +60,7 @@ type Options struct {
 // run it with Run; Call and Ready may be used from any goroutine at any time.
 type Router struct {
 	// Set at construction.
-	url                string
+	urls               []string // amqp.urls, or amqp.url alone
 	nodeID             string
 	topo               Topology
 	prefetch           int
@@ -113,7 +113,7 @@ func New(o Options) *Router {
 		prop:               tracing.Propagator,
 		processSpanName:    "process " + topo.QueueIn,
 		callDurationResult: o.Metrics.CallDuration.WithLabelValues("result"),
-		url:                o.AMQP.URL,
+		urls:               o.AMQP.BrokerURLs(),
 		nodeID:             o.NodeID,
 		topo:               topo,
 		prefetch:           o.AMQP.Prefetch,
@@ -298,7 +298,10 @@ func (r *Router) FailPending(code, message string) int {
 // Run connects to the broker and keeps the node connected until ctx is
 // done, reconnecting with exponential backoff (amqp.reconnect_min doubling
 // up to amqp.reconnect_max, back to the minimum after a long healthy
-// session) and jitter. It returns nil
+// session) and jitter. With several broker addresses (amqp.urls) the first
+// attempt goes to the one StartIndex gives for the node id, and every
+// attempt after a failed dial or an ended session to the next one, round
+// the list, within the same backoff. It returns nil
 // when ctx is done, or an error that retrying cannot fix: a topology
 // conflict, or the missing exchange of a route with declare = false, before
 // the node was ever ready. Later the same errors make the node not ready
@@ -307,9 +310,11 @@ func (r *Router) Run(ctx context.Context) error {
 	defer r.setNotReady(ErrStopped)
 	backoff := r.reconnectMin
 	everReady := false
+	addrs := newBrokers(r.urls, r.nodeID)
 	for {
 		start := time.Now()
-		wasReady, err := r.session(ctx)
+		url, index := addrs.take()
+		wasReady, err := r.session(ctx, broker{url: url, index: index})
 		everReady = everReady || wasReady
 		if ctx.Err() != nil {
 			return nil
@@ -326,7 +331,7 @@ func (r *Router) Run(ctx context.Context) error {
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
 		switch {
 		case wasReady:
-			r.log.Warn("broker session ended; reconnecting", "error", err, "retry_in", wait.String())
+			r.log.Warn("broker session ended; reconnecting", "error", err, "url", config.RedactURL(url), "retry_in", wait.String())
 		case errors.Is(err, ErrConnect):
 			r.log.Warn("cannot connect to the broker; retrying", "error", err, "retry_in", wait.String())
 		default:
@@ -355,9 +360,15 @@ const closeTimeout = 2 * time.Second
 // dialTimeout bounds the TCP connect and the AMQP handshake.
 const dialTimeout = 10 * time.Second
 
-// dial opens one connection, named for the management UI. With sock, the
-// connection's socket is sock (whose Conn it sets).
-func (r *Router) dial(role string, sock *batchConn) (*amqp.Connection, error) {
+// broker is the address one session connects to.
+type broker struct {
+	url   string
+	index int // in amqp.urls (0 for amqp.url)
+}
+
+// dial opens one connection to b, named for the management UI. With sock,
+// the connection's socket is sock (whose Conn it sets).
+func (r *Router) dial(b broker, role string, sock *batchConn) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName("piped " + r.nodeID + " " + role)
 	dial := amqp.DefaultDial(dialTimeout)
@@ -372,35 +383,40 @@ func (r *Router) dial(role string, sock *batchConn) (*amqp.Connection, error) {
 			return sock, nil
 		}
 	}
-	conn, err := amqp.DialConfig(r.url, amqp.Config{
+	conn, err := amqp.DialConfig(b.url, amqp.Config{
 		Heartbeat:  r.heartbeat,
 		Properties: props,
 		Dial:       dial,
 	})
 	if err != nil {
 		// amqp091's dial errors do not contain the URL; say which broker, redacted.
-		return nil, fmt.Errorf("%w %s (%s connection): %w", ErrConnect, config.RedactURL(r.url), role, err)
+		return nil, fmt.Errorf("%w %s (%s connection): %w", ErrConnect, config.RedactURL(b.url), role, err)
 	}
 	return conn, nil
 }
 
-// session runs one broker session: two connections (consuming and
+// session runs one broker session on b: two connections (consuming and
 // publishing, so that flow control on publishes never stalls deliveries),
 // topology, consumer and publisher. It returns when either connection or
 // channel fails or ctx is done, after stopping every goroutine it started.
-func (r *Router) session(ctx context.Context) (ready bool, err error) {
-	consConn, err := r.dial("consume", nil)
+func (r *Router) session(ctx context.Context, b broker) (ready bool, err error) {
+	consConn, err := r.dial(b, "consume", nil)
 	if err != nil {
 		return false, err
 	}
 	defer consConn.Close()
 	pubSock := &batchConn{}
-	pubConn, err := r.dial("publish", pubSock)
+	pubConn, err := r.dial(b, "publish", pubSock)
 	if err != nil {
 		return false, err
 	}
 	defer pubConn.Close()
 
+	if r.topo.Transient {
+		if err := r.checkInQueue(consConn); err != nil {
+			return false, err
+		}
+	}
 	consCh, err := consConn.Channel()
 	if err != nil {
 		return false, fmt.Errorf("routing: open consume channel: %w", err)
@@ -496,7 +512,8 @@ func (r *Router) session(ctx context.Context) (ready bool, err error) {
 	r.setNotReady(nil)
 	r.metrics.Ready.Set(1)
 	r.metrics.BrokerReconnects.Inc()
-	r.log.Info("broker connected", "url", config.RedactURL(r.url), "in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
+	r.log.Info("broker connected", "url", config.RedactURL(b.url), "broker_index", b.index, "brokers", len(r.urls),
+		"in_queue", r.topo.QueueIn, "out_exchange", r.topo.ExchangeOut)
 
 	d := newDispatcher(r)
 	// Routed deliveries are acknowledged together within ackDelay (see
@@ -556,6 +573,34 @@ func (r *Router) waitBinder(done <-chan struct{}) {
 	case <-t.C:
 		r.log.Warn("token bindings not all removed at shutdown; they go with the in-queue (amqp.in_queue_expires)")
 	}
+}
+
+// checkInQueue looks for the node's non-durable in-queue (amqp.urls)
+// before a session declares it. When it is gone (the broker node that held
+// it was lost, or it expired), so are the results it held and those
+// published while it did not exist: the calls still waiting for theirs are
+// answered "unavailable" at once rather than at their timeout. Their results
+// may yet come (a backend still at work); they are then dropped as late.
+func (r *Router) checkInQueue(conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("routing: open channel: %w", err)
+	}
+	_, err = ch.QueueDeclarePassive(r.topo.QueueIn, false, false, false, false, nil)
+	var ae *amqp.Error
+	switch {
+	case err == nil:
+		_ = ch.Close()
+		return nil
+	case !errors.As(err, &ae) || ae.Code != amqp.NotFound:
+		return fmt.Errorf("routing: look for %s: %w", r.topo.QueueIn, err)
+	}
+	// The 404 closed the channel.
+	if n := r.FailPending(protocol.CodeUnavailable, "the broker node holding the node's in-queue was lost, and the result with it"); n > 0 {
+		r.log.Warn("in-queue was gone (its broker node was lost, or it expired); calls waiting for results answered unavailable",
+			"in_queue", r.topo.QueueIn, "calls", n)
+	}
+	return nil
 }
 
 // consumerEnded says why the deliveries channel closed: the library closes

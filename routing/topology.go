@@ -18,7 +18,7 @@ type Topology struct {
 	// InQueueExpires is x-expires on the in-queue (0: none): the queue of a
 	// node that is gone for good is deleted after this long unused.
 	InQueueExpires time.Duration
-	// Vhost is the virtual host of amqp.url, named in advice on conflicts.
+	// Vhost is the virtual host of the broker addresses, named in advice on conflicts.
 	Vhost string
 	// Events is amqp.events_exchange, the durable direct exchange of
 	// targeted events; "" when the mode is off. Declare declares it.
@@ -37,6 +37,12 @@ type Topology struct {
 	// token bindings with it; ':' is not allowed in node ids, so the name
 	// cannot be another node's exchange.
 	NodeEvents string
+	// Transient declares the in-queue and the out-queue non-durable (on a
+	// cluster, amqp.urls): such a queue goes with the broker node that held
+	// it, and is declared again on the next one. A durable classic queue
+	// whose node is down cannot be declared, used or deleted (404) until
+	// that node is back. See docs/deploy.md, "On a RabbitMQ cluster".
+	Transient bool
 }
 
 // NewTopology derives the names for node id from the configuration.
@@ -48,9 +54,10 @@ func NewTopology(cfg config.AMQP, nodeID string) Topology {
 		QueueOut:       cfg.QueueOutPrefix + nodeID,
 		Mass:           cfg.MassExchange,
 		InQueueExpires: cfg.InQueueExpires,
-		Vhost:          vhostOf(cfg.URL),
+		Vhost:          vhostOf(cfg.BrokerURLs()[0]),
 		Events:         cfg.EventsExchange,
 		NodeEvents:     nodeEvents(cfg, nodeID),
+		Transient:      cfg.Cluster(),
 	}
 }
 
@@ -108,11 +115,15 @@ func (t Topology) Declare(ch declarer) error {
 			return t.conflict(err, "exchange", t.NodeEvents, "it must be a non-durable, auto-delete, internal fanout exchange")
 		}
 	}
-	if _, err := ch.QueueDeclare(t.QueueIn, true, false, false, false, t.inQueueArgs()); err != nil {
-		return t.conflict(err, "queue", t.QueueIn, fmt.Sprintf("it must be durable with arguments %v", t.inQueueArgs()))
+	durable, kind := !t.Transient, "durable"
+	if t.Transient {
+		kind = "non-durable (amqp.urls is set)"
 	}
-	if _, err := ch.QueueDeclare(t.QueueOut, true, false, false, false, nil); err != nil {
-		return t.conflict(err, "queue", t.QueueOut, "it must be durable with no arguments")
+	if _, err := ch.QueueDeclare(t.QueueIn, durable, false, false, false, t.inQueueArgs()); err != nil {
+		return t.conflict(err, "queue", t.QueueIn, fmt.Sprintf("it must be %s with arguments %v", kind, t.inQueueArgs()))
+	}
+	if _, err := ch.QueueDeclare(t.QueueOut, durable, false, false, false, nil); err != nil {
+		return t.conflict(err, "queue", t.QueueOut, "it must be "+kind+" with no arguments")
 	}
 	if err := ch.QueueBind(t.QueueIn, "", t.ExchangeIn, false, nil); err != nil {
 		return fmt.Errorf("routing: bind %s to %s: %w", t.QueueIn, t.ExchangeIn, err)

@@ -2,7 +2,7 @@
 // that the Piped nodes publish with the call's own payload (see package echo
 // for the special methods sleep, event, silent and garbage).
 //
-//	echo-backend [--amqp-url URL] [--nodes 1,2] [--reply-via exchange-in|reply-to] [--no-correlation-id]
+//	echo-backend [--amqp-url URL] [--nodes 1,2] [--reply-via exchange-in|reply-to] [--no-correlation-id] [--transient-queues]
 //	echo-backend event --token T --event NAME [--payload JSON]
 //
 // The AMQP URL comes from --amqp-url, else $AMQP_URL, else $PIPED_AMQP_URL
@@ -54,6 +54,7 @@ func serve(args []string) int {
 	nodes := fs.String("nodes", "1", "comma-separated ids of the nodes to serve")
 	replyVia := fs.String("reply-via", echo.ReplyViaExchangeIn, `where answers go: "exchange-in" (exchange-in-ID) or "reply-to" (default exchange, routing key reply_to)`)
 	noCorrelation := fs.Bool("no-correlation-id", false, "do not copy correlation_id onto answers (like a backend written for the original protocol)")
+	transient := fs.Bool("transient-queues", false, "declare queue-out-ID non-durable, as nodes with amqp.urls (a RabbitMQ cluster) do")
 	queueOut := fs.String("queue-out-prefix", echo.DefaultQueueOutPrefix, "prefix of the queues to consume")
 	exchangeIn := fs.String("exchange-in-prefix", echo.DefaultExchangeInPrefix, "prefix of the exchanges answers go to")
 	mass := fs.String("mass-exchange", echo.DefaultMassExchange, "exchange for events")
@@ -88,6 +89,7 @@ func serve(args []string) int {
 		MassExchange:      *mass,
 		ReplyVia:          *replyVia,
 		CopyCorrelationID: !*noCorrelation,
+		TransientQueues:   *transient,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})),
 	})
 	if err != nil {

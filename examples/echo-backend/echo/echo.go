@@ -95,6 +95,11 @@ type Config struct {
 	// ReplyVia is ReplyViaExchangeIn (the default when empty) or ReplyViaReplyTo.
 	ReplyVia string
 
+	// TransientQueues declares queue-out-ID non-durable, as the nodes do on
+	// a RabbitMQ cluster (amqp.urls): a queue declared by both sides must be
+	// declared alike. The default, durable, matches nodes with amqp.url.
+	TransientQueues bool
+
 	// CopyCorrelationID copies each call's correlation_id onto its answer.
 	// Turn it off to act like a backend written for the original protocol,
 	// which did not.
@@ -299,11 +304,13 @@ func runSession(ctx context.Context, cfg Config, tracer trace.Tracer) (consumed 
 }
 
 // declare makes what the backend uses, with exactly the arguments the node
-// uses, so that either may start first: the durable queue-out-ID (no
-// arguments), and the durable fanout exchanges it publishes to.
+// uses, so that either may start first: queue-out-ID (no arguments;
+// durable unless TransientQueues), and the durable fanout exchanges it
+// publishes to. On a cluster, a non-durable queue-out-ID that went with a
+// lost broker node is declared again here, on the backend's node.
 func (s *session) declare() error {
 	for _, node := range s.cfg.Nodes {
-		if _, err := s.sub.QueueDeclare(s.cfg.QueueOutPrefix+node, true, false, false, false, nil); err != nil {
+		if _, err := s.sub.QueueDeclare(s.cfg.QueueOutPrefix+node, !s.cfg.TransientQueues, false, false, false, nil); err != nil {
 			return fmt.Errorf("declare queue %s: %w", s.cfg.QueueOutPrefix+node, err)
 		}
 		if err := s.sub.ExchangeDeclare(s.cfg.ExchangeInPrefix+node, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
