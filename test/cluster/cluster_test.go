@@ -113,9 +113,9 @@ func TestFailover(t *testing.T) {
 			t.Fatalf("node %s: queue-in on broker %d, want %d", n.ID, got, stopped)
 		}
 	}
-	var watches []*readyWatch
+	var watches []*harness.ReadyWatch
 	for _, n := range nodes {
-		watches = append(watches, watchReady(t, n))
+		watches = append(watches, harness.WatchReady(t, n))
 	}
 	tr := dialTraffic(t, nodes, 3)
 	tr.start()
@@ -133,10 +133,10 @@ func TestFailover(t *testing.T) {
 	for i, n := range moved {
 		w := watches[i]
 		harness.Eventually(t, 30*time.Second, "node "+n.ID+" to be not ready and ready again", func() bool {
-			_, up := w.outage(stopAt)
+			_, up := w.Span(stopAt)
 			return !up.IsZero()
 		})
-		down, up := w.outage(stopAt)
+		down, up := w.Span(stopAt)
 		t.Logf("node %s: /readyz not ready %v after the stop, ready again %v later", n.ID,
 			down.Sub(stopAt).Round(time.Millisecond), up.Sub(down).Round(time.Millisecond))
 		if up.After(lastUp) {
@@ -158,7 +158,7 @@ func TestFailover(t *testing.T) {
 		}
 	}
 	for i, n := range others {
-		if down, _ := watches[len(moved)+i].outage(stopAt); !down.IsZero() {
+		if down, _ := watches[len(moved)+i].Span(stopAt); !down.IsZero() {
 			t.Errorf("node %s on broker %d was not ready at %s:%s", n.ID, i, down.Format("15:04:05.000"), watches[len(moved)+i])
 		}
 	}

@@ -31,27 +31,27 @@ const (
 // 200 and come back, for the broker connection count to grow, and for calls
 // sent after that to get results again. One /readyz answer of the outage
 // must mention one of reasons: texts only this fault produces.
-func recovered(t *testing.T, n *h.Node, tr *traffic, w *readyWatch, faultAt time.Time, connects float64, reasons ...string) {
+func recovered(t *testing.T, n *h.Node, tr *traffic, w *h.ReadyWatch, faultAt time.Time, connects float64, reasons ...string) {
 	t.Helper()
-	down := w.waitNotReady(t, faultAt, "/readyz to leave 200 after the fault")
-	t.Logf("/readyz %d %s, %v after the fault began", down.code, down.body, down.at.Sub(faultAt).Round(time.Millisecond))
-	up := w.waitReadyAgain(t, down.at, 60*time.Second)
+	down := w.WaitNotReady(t, faultAt, "/readyz to leave 200 after the fault")
+	t.Logf("/readyz %d %s, %v after the fault began", down.Code, down.Body, down.At.Sub(faultAt).Round(time.Millisecond))
+	up := w.WaitReadyAgain(t, down.At, 60*time.Second)
 	// Every answer of the outage is a 503 with a JSON reason, and one of them
 	// names the cause (the first may be whichever loss the node saw first,
 	// e.g. its consumer cancelled before the connection dropped).
 	mentioned := false
-	for _, s := range w.outage(faultAt) {
-		if s.code != 503 || !strings.Contains(s.body, `"reason"`) {
-			t.Errorf("/readyz answered %d %s during the outage, want 503 with a reason", s.code, s.body)
+	for _, s := range w.Outage(faultAt) {
+		if s.Code != 503 || !strings.Contains(s.Body, `"reason"`) {
+			t.Errorf("/readyz answered %d %s during the outage, want 503 with a reason", s.Code, s.Body)
 		}
 		for _, r := range reasons {
-			mentioned = mentioned || strings.Contains(s.body, r)
+			mentioned = mentioned || strings.Contains(s.Body, r)
 		}
 	}
 	if !mentioned {
 		t.Errorf("no /readyz answer during the outage mentions any of %q:%s", reasons, w)
 	}
-	t.Logf("/readyz 200 again after %v", up.Sub(down.at).Round(time.Millisecond))
+	t.Logf("/readyz 200 again after %v", up.Sub(down.At).Round(time.Millisecond))
 	h.Eventually(t, 10*time.Second, "piped_broker_connects_total to grow", func() bool {
 		return n.Metric(t, "piped_broker_connects_total") > connects
 	})
@@ -79,7 +79,7 @@ func checkAfterRecovery(t *testing.T, tr *traffic) {
 type scenario struct {
 	n        *h.Node
 	tr       *traffic
-	w        *readyWatch
+	w        *h.ReadyWatch
 	connects float64 // piped_broker_connects_total before the fault
 }
 
@@ -89,7 +89,7 @@ type scenario struct {
 func begin(t *testing.T, tweak func(*traffic), env ...string) *scenario {
 	t.Helper()
 	n := startNode(t, env...)
-	sc := &scenario{n: n, tr: dial(t, n), w: watchReady(t, n)}
+	sc := &scenario{n: n, tr: dial(t, n), w: h.WatchReady(t, n)}
 	sc.connects = n.Metric(t, "piped_broker_connects_total")
 	if tweak != nil {
 		tweak(sc.tr)
@@ -170,16 +170,16 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	n, tr, w := sc.n, sc.tr, sc.w
 	faultAt := time.Now()
 	mustCtl(t, "set_vm_memory_high_watermark", "0")
-	blocked := w.waitNotReady(t, faultAt, "/readyz to report the block")
-	t.Logf("/readyz %d %s, %v after the alarm was set", blocked.code, blocked.body, blocked.at.Sub(faultAt).Round(time.Millisecond))
-	if blocked.code != 503 || !strings.Contains(blocked.body, "block") {
-		t.Errorf("/readyz answered %d %s, want 503 with a reason mentioning the block", blocked.code, blocked.body)
+	blocked := w.WaitNotReady(t, faultAt, "/readyz to report the block")
+	t.Logf("/readyz %d %s, %v after the alarm was set", blocked.Code, blocked.Body, blocked.At.Sub(faultAt).Round(time.Millisecond))
+	if blocked.Code != 503 || !strings.Contains(blocked.Body, "block") {
+		t.Errorf("/readyz answered %d %s, want 503 with a reason mentioning the block", blocked.Code, blocked.Body)
 	}
 	time.Sleep(2 * time.Second) // calls while blocked
 	unblockAt := time.Now()
 
 	mustCtl(t, "set_vm_memory_high_watermark", "0.4")
-	up := w.waitReadyAgain(t, blocked.at, 30*time.Second)
+	up := w.WaitReadyAgain(t, blocked.At, 30*time.Second)
 	var back time.Time
 	h.Eventually(t, 30*time.Second, "a call sent after the alarm to get a result", func() bool {
 		back = tr.firstResultAfter(up)
@@ -189,7 +189,7 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	sc.end(t, "memory alarm")
 
 	// Every call made while the node knew of the block failed at once.
-	from := blocked.at.Add(100 * time.Millisecond)
+	from := blocked.At.Add(100 * time.Millisecond)
 	during := tr.count(from, unblockAt)
 	worst, _ := tr.maxLatency(from, unblockAt, "unavailable")
 	t.Logf("while blocked: %s; slowest unavailable error after %v", during, worst)
@@ -253,9 +253,9 @@ func TestBrokerStopsReading(t *testing.T) {
 
 	// /readyz named the stall: the publishes did wait on the stopped broker.
 	sawStall := false
-	for _, s := range w.outage(stopAt) {
-		if !sawStall && strings.Contains(s.body, "stopped reading publishes") {
-			t.Logf("/readyz %d %s, %v after SIGSTOP", s.code, s.body, s.at.Sub(stopAt).Round(time.Millisecond))
+	for _, s := range w.Outage(stopAt) {
+		if !sawStall && strings.Contains(s.Body, "stopped reading publishes") {
+			t.Logf("/readyz %d %s, %v after SIGSTOP", s.Code, s.Body, s.At.Sub(stopAt).Round(time.Millisecond))
 			sawStall = true
 		}
 	}
@@ -264,8 +264,8 @@ func TestBrokerStopsReading(t *testing.T) {
 	}
 
 	up := contAt
-	if down, ok := w.notReadySince(stopAt); ok {
-		up = w.waitReadyAgain(t, down.at, 60*time.Second)
+	if down, ok := w.NotReadySince(stopAt); ok {
+		up = w.WaitReadyAgain(t, down.At, 60*time.Second)
 	}
 	var back time.Time
 	h.Eventually(t, 60*time.Second, "a call sent after SIGCONT to get a result", func() bool {
