@@ -45,6 +45,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/piped-dev/piped/internal/rabbitnode"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -193,14 +194,16 @@ func run(ctx context.Context, o *options) error {
 	}
 	if o.ownBroker {
 		logf("starting a RabbitMQ node of our own")
-		b, err := startOwnBroker("piped-bench-" + strconv.Itoa(os.Getpid()))
+		// Busy-waiting schedulers, as RabbitMQ runs by default: the broker's
+		// CPU per call is then what a production node spends.
+		b, err := rabbitnode.Start(context.Background(), rabbitnode.Options{Name: "piped-bench-" + strconv.Itoa(os.Getpid()), BusyWait: true})
 		if err != nil {
 			logf("cannot start a RabbitMQ node of our own, using %s: %v", o.amqpURL, err)
 			o.ownBroker = false
 		} else {
-			defer b.stop()
-			o.amqpURL = b.url()
-			logf("RabbitMQ node %s on %s", b.name, o.amqpURL)
+			defer b.Remove()
+			o.amqpURL = b.URL()
+			logf("RabbitMQ node %s on %s", b.Name, o.amqpURL)
 		}
 	}
 	amqpPort := 5672

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/piped-dev/piped/internal/rabbitnode"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
@@ -318,7 +319,7 @@ type node struct {
 // limits and the connection cap are off: the benchmark measures the node,
 // not its limits.
 func startNode(ctx context.Context, o *options, url, id, mass string, extraEnv ...string) (*node, error) {
-	port, err := freePort()
+	port, err := rabbitnode.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -410,15 +411,6 @@ func parseMetrics(b []byte, names ...string) map[string]float64 {
 		}
 	}
 	return out
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // raiseNoFile raises the soft limit on open files to the hard limit; the

@@ -22,6 +22,11 @@ type Options struct {
 	Plugins []string
 	// Conf is appended to rabbitmq.conf after the node's own listener.
 	Conf string
+	// BusyWait keeps the Erlang schedulers' busy-waiting (RabbitMQ's
+	// default), for measuring the broker's CPU as a production node spends
+	// it; without it an idle node costs nothing, which suits tests that run
+	// several nodes beside each other.
+	BusyWait bool
 }
 
 // Node is a RabbitMQ node started with rabbitmq-server -detached on free
@@ -32,6 +37,7 @@ type Node struct {
 	Port     int    // the AMQP port on 127.0.0.1
 	DistPort int
 	Dir      string
+	busyWait bool
 }
 
 // Start starts a new node and waits until it has booted.
@@ -56,7 +62,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: o.Name + "@localhost", Port: port, DistPort: dist, Dir: dir}
+	n := &Node{Name: o.Name + "@localhost", Port: port, DistPort: dist, Dir: dir, busyWait: o.BusyWait}
 	// Not the machine's /etc/rabbitmq/rabbitmq.conf, which listens on 5672.
 	conf := fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\n%s", port, o.Conf)
 	if err := PrepareDir(dir, conf); err != nil {
@@ -94,10 +100,11 @@ func (n *Node) Start(ctx context.Context) error {
 		"RABBITMQ_PID_FILE="+filepath.Join(n.Dir, "rabbitmq.pid"),
 		"RABBITMQ_CONFIG_FILE="+filepath.Join(n.Dir, "rabbitmq.conf"),
 		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(n.Dir, "enabled_plugins"),
-		// No busy-waiting schedulers: several nodes share 2 cores with the
-		// tests, and an idle node should cost nothing.
-		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=+sbwt none +sbwtdcpu none +sbwtdio none",
 	)
+	if !n.busyWait {
+		// Several nodes share 2 cores with the tests: an idle node should cost nothing.
+		cmd.Env = append(cmd.Env, "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=+sbwt none +sbwtdcpu none +sbwtdio none")
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("rabbitmq-server -detached (%s): %w\n%s", n.Name, err, out)
 	}
