@@ -51,11 +51,17 @@ type Conn struct {
 	router  Router
 	cfg     *connConfig
 
+	// fd is the socket's descriptor, -1 when it has none (then every
+	// message goes through the writer and the connection keeps a read
+	// goroutine). Written once by start, under mu, before the poller
+	// registers the connection; the poller reads it without mu, writers
+	// (sendLocked) under mu.
+	fd int32
+
 	// Set when the poller registers the connection (pollable only).
 	br     *bufio.Reader // gorilla's, for Buffered
 	run    *pollRun
 	pollID uint64
-	fd     int32
 	// armed hands the reader's role over: set by the reader before it
 	// re-arms epoll, swapped back by the poller before it starts the next.
 	armed atomic.Bool
@@ -79,7 +85,6 @@ type Conn struct {
 	queued     int         // bytes in queue (and in tail)
 	tail       []byte      // the unwritten end of a frame written inline: the writer writes it first
 	pong       []byte      // non-nil: the writer answers the client's ping with this
-	wfd        int32       // the socket's descriptor for inline writes; -1: none (see sendLocked)
 	writing    bool        // a writer goroutine runs
 	pingDue    bool        // the writer sends a ping next
 	peerClosed bool        // the client sent a close frame: nothing more is written inline
@@ -127,7 +132,7 @@ type connConfig struct {
 }
 
 func newConn(ws *websocket.Conn, ident Identity, hub *Hub, router Router, cfg *connConfig) *Conn {
-	c := &Conn{ws: ws, token: ident.Subject, expires: ident.Expires, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg, wfd: -1}
+	c := &Conn{ws: ws, token: ident.Subject, expires: ident.Expires, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg, fd: -1}
 	c.bucket.setLimits(cfg.limits.Load())
 	return c
 }
@@ -165,7 +170,7 @@ func (c *Conn) sendLocked(msg []byte) bool {
 	if c.closing != nil {
 		return false
 	}
-	if !c.writing && c.wfd >= 0 && !c.peerClosed && len(msg)+maxFrameHeader <= maxInlineFrame {
+	if !c.writing && c.fd >= 0 && !c.peerClosed && len(msg)+maxFrameHeader <= maxInlineFrame {
 		return c.writeInlineLocked(msg)
 	}
 	if c.queued+len(msg) > c.cfg.sendQueueBytes && c.queued > 0 {
@@ -191,7 +196,7 @@ const maxFrameHeader = 10
 // client's close frame nothing is written inline.
 func (c *Conn) writeInlineLocked(msg []byte) bool {
 	var buf [maxInlineFrame]byte
-	n, frame, err := writeTextFrame(int(c.wfd), msg, &buf)
+	n, frame, err := writeTextFrame(int(c.fd), msg, &buf)
 	if err != nil {
 		d := DisconnectWriteFailed
 		c.closing = &d
@@ -467,7 +472,7 @@ func (c *Conn) start() {
 	now := sinceEpoch()
 	c.lastRead.Store(int64(now))
 	c.mu.Lock()
-	c.wfd = fd
+	c.fd = fd
 	c.nextPing = now + c.cfg.pingInterval
 	c.ping = time.AfterFunc(c.cfg.pingInterval, c.onPingTimer) // its callback waits for mu
 	if !c.expires.IsZero() {

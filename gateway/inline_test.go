@@ -54,7 +54,7 @@ func TestSmallMessageWrittenInline(t *testing.T) {
 	ts := newTestServer(t, nil)
 	client := ts.dial(t, "inline")
 	c := serverConn(t, ts, "inline")
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.wfd >= 0 })
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.fd >= 0 })
 	for i, msg := range []string{`{"a":1}`, strings.Repeat("y", 126), strings.Repeat("z", maxInlineFrame-maxFrameHeader)} {
 		c.mu.Lock()
 		ok := c.sendLocked([]byte(msg))
@@ -78,7 +78,7 @@ func TestInlineTailsKeepOrder(t *testing.T) {
 	ts := newTestServer(t, func(ws *config.WS) { ws.SendQueueBytes = 64 << 20 })
 	client := ts.dial(t, "order")
 	c := serverConn(t, ts, "order")
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.wfd >= 0 })
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.fd >= 0 })
 	pongs := 0
 	client.SetPongHandler(func(string) error { pongs++; return nil })
 	const n = 20000

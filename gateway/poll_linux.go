@@ -45,8 +45,7 @@ func newPoller() *poller { return &poller{} }
 // socket's read side afterwards; it fails when c's socket has no file
 // descriptor or epoll refuses it: then c keeps a read goroutine.
 func (p *poller) add(c *Conn) error {
-	rc, ok := rawFD(c)
-	if !ok {
+	if c.fd < 0 {
 		return errNoFD
 	}
 	p.mu.Lock()
@@ -61,20 +60,13 @@ func (p *poller) add(c *Conn) error {
 	r := p.run
 	r.next++
 	id := r.next
-	var ctlErr error
-	if err := rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
-		setEventID(&ev, id)
-		c.fd = int32(fd)
-		c.pollID = id
-		c.run = r
-		c.armed.Store(true) // before the event can come
-		// Under mu: loop cannot find c before it is in conns, below.
-		ctlErr = unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-	}); err != nil {
-		ctlErr = err
-	}
-	if ctlErr != nil {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+	setEventID(&ev, id)
+	c.pollID = id
+	c.run = r
+	c.armed.Store(true) // before the event can come
+	// Under mu: loop cannot find c before it is in conns, below.
+	if ctlErr := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, int(c.fd), &ev); ctlErr != nil {
 		c.armed.Store(false)
 		c.run = nil
 		if len(r.conns) == 0 {
