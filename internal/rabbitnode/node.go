@@ -27,6 +27,8 @@ type Options struct {
 	// it; without it an idle node costs nothing, which suits tests that run
 	// several nodes beside each other.
 	BusyWait bool
+	// Port and DistPort are the AMQP and distribution ports; 0: a free one.
+	Port, DistPort int
 }
 
 // Node is a RabbitMQ node started with rabbitmq-server -detached on free
@@ -50,13 +52,17 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			return nil, fmt.Errorf("%s is not installed (scripts/ensure-rabbitmq.sh installs it): %w", cmd, err)
 		}
 	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
+	port, dist := o.Port, o.DistPort
+	var err error
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
-	dist, err := FreePort()
-	if err != nil {
-		return nil, err
+	if dist == 0 {
+		if dist, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
 	dir, err := os.MkdirTemp("", "piped-rabbitmq-"+o.Name+"-")
 	if err != nil {
@@ -161,12 +167,13 @@ func (n *Node) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Remove stops the node if it runs and deletes its directory.
+// Remove stops the node (its Erlang VM too when only the application was
+// stopped; an error when nothing runs is ignored) and deletes its directory.
 func (n *Node) Remove() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if PortOpen(n.Port) {
-		_ = n.Stop(ctx)
+	if err := n.Stop(ctx); err != nil && PortOpen(n.Port) {
+		fmt.Fprintf(os.Stderr, "rabbitnode: %v\n", err)
 	}
 	_ = os.RemoveAll(n.Dir)
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,7 +37,7 @@ var brokerURL string
 var lockPath = filepath.Join(os.TempDir(), "piped-faults-rabbitmq.lock")
 
 type broker struct {
-	dir  string
+	node *rabbitnode.Node
 	lock *os.File
 }
 
@@ -92,99 +91,39 @@ func takeLock(within time.Duration) (*os.File, error) {
 }
 
 func startLocked() (*broker, error) {
-	for _, cmd := range []string{"rabbitmq-server", "rabbitmqctl"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			return nil, fmt.Errorf("%s is not installed (scripts/ensure-rabbitmq.sh installs it): %w", cmd, err)
-		}
-	}
-	if portOpen(brokerPort) {
+	if rabbitnode.PortOpen(brokerPort) {
 		fmt.Fprintf(os.Stderr, "faults: port %d answers already; stopping a leftover %s\n", brokerPort, brokerNode)
 		_, _ = ctl(context.Background(), "stop")
-		if !waitPort(brokerPort, false, 30*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if !rabbitnode.WaitPort(ctx, brokerPort, false) {
 			return nil, fmt.Errorf("port %d is taken by something that is not %s", brokerPort, brokerNode)
 		}
 	}
-	dir, err := os.MkdirTemp("", "piped-faults-rabbitmq-")
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	// A small receive buffer (no autotuning to tens of MiB) so that a
+	// stopped broker's sockets fill within seconds, as a real broker's do
+	// under load (TestBrokerStopsReading).
+	n, err := rabbitnode.Start(ctx, rabbitnode.Options{
+		Name: strings.TrimSuffix(brokerNode, "@localhost"), Port: brokerPort, DistPort: brokerDistPort,
+		Conf: "tcp_listen_options.recbuf = 65536\n",
+	})
 	if err != nil {
 		return nil, err
 	}
-	b := &broker{dir: dir}
-	// The machine's /etc/rabbitmq/rabbitmq.conf listens on 5672: ours must not read it.
-	// A small receive buffer (no autotuning to tens of MiB) so that a
-	// stopped broker's sockets fill within seconds, as a real broker's
-	// do under load (TestBrokerStopsReading).
-	conf := fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\ntcp_listen_options.recbuf = 65536\n", brokerPort)
-	if err := rabbitnode.PrepareDir(dir, conf); err != nil {
-		b.remove()
-		return nil, err
-	}
-
-	cmd := exec.Command("rabbitmq-server", "-detached")
-	cmd.Env = append(os.Environ(),
-		"RABBITMQ_NODENAME="+brokerNode,
-		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
-		"RABBITMQ_NODE_PORT="+strconv.Itoa(brokerPort),
-		"RABBITMQ_DIST_PORT="+strconv.Itoa(brokerDistPort),
-		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
-		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
-		"RABBITMQ_PID_FILE="+filepath.Join(dir, "rabbitmq.pid"),
-		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq.conf"),
-		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"),
-	)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.remove()
-		return nil, fmt.Errorf("rabbitmq-server -detached: %v\n%s", err, out)
-	}
-	start := time.Now()
-	if !waitPort(brokerPort, true, 90*time.Second) {
-		logs := b.logTail()
-		b.stop()
-		return nil, fmt.Errorf("port %d did not answer within 90s; its log:\n%s", brokerPort, logs)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if out, err := ctl(ctx, "await_startup"); err != nil {
-		logs := b.logTail()
-		b.stop()
-		return nil, fmt.Errorf("rabbitmqctl -n %s await_startup: %v\n%s\nits log:\n%s", brokerNode, err, out, logs)
-	}
 	fmt.Fprintf(os.Stderr, "faults: RabbitMQ node %s runs on 127.0.0.1:%d (started in %v, files in %s)\n",
-		brokerNode, brokerPort, time.Since(start).Round(time.Second), dir)
-	return b, nil
+		brokerNode, brokerPort, time.Since(start).Round(time.Second), n.Dir)
+	return &broker{node: n}, nil
 }
 
-// stop stops the node and removes its files.
+// stop stops the node, removes its files and releases the lock.
 func (b *broker) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if out, err := ctl(ctx, "stop"); err != nil {
-		fmt.Fprintf(os.Stderr, "faults: rabbitmqctl -n %s stop: %v\n%s\n", brokerNode, err, out)
-	}
-	waitPort(brokerPort, false, 30*time.Second)
-	b.remove()
+	b.node.Remove()
 	if b.lock != nil {
 		b.lock.Close() // releases the flock
 	}
-}
-
-func (b *broker) remove() { _ = os.RemoveAll(b.dir) }
-
-// logTail returns the end of the node's log, for failure messages.
-func (b *broker) logTail() string {
-	var out strings.Builder
-	matches, _ := filepath.Glob(filepath.Join(b.dir, "log", "*.log"))
-	for _, m := range matches {
-		data, _ := os.ReadFile(m)
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) > 30 {
-			lines = lines[len(lines)-30:]
-		}
-		fmt.Fprintf(&out, "== %s\n%s\n", m, strings.Join(lines, "\n"))
-	}
-	if out.Len() == 0 {
-		return "(no log written; see /var/log/rabbitmq/ too)"
-	}
-	return out.String()
 }
 
 // ctl runs rabbitmqctl -n brokerNode args... and returns its output.
@@ -221,25 +160,4 @@ func mustCtl(t testing.TB, args ...string) {
 		t.Fatalf("rabbitmqctl -n %s %s: %v\n%s", brokerNode, strings.Join(args, " "), err, out)
 	}
 	t.Logf("rabbitmqctl %s (%v)", strings.Join(args, " "), time.Since(start).Round(10*time.Millisecond))
-}
-
-func portOpen(port int) bool {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
-// waitPort waits until the port answers (open) or not (!open).
-func waitPort(port int, open bool, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if portOpen(port) == open {
-			return true
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	return false
 }
