@@ -48,7 +48,7 @@ func TestMassEventsReachEveryNode(t *testing.T) {
 		clients = append(clients, harness.Dial(t, n, token))
 	}
 	for i := range brokers {
-		publishTo(t, i, mass, amqp.Publishing{ContentType: "application/json", Body: event(token, "hello", i)})
+		harness.PublishTo(t, brokers[i].URL(), mass, "", amqp.Publishing{ContentType: "application/json", Body: event(token, "hello", i)})
 	}
 	for ci, c := range clients {
 		var seqs []int
@@ -230,32 +230,5 @@ func TestFailover(t *testing.T) {
 	c.Send(t, `{"id":1,"method":"m","payload":{"back":true}}`)
 	if f := c.NextFrame(t, 10*time.Second); f.Type != "result" || string(f.Payload) != `{"back":true}` {
 		t.Fatalf("call on the node of the restarted broker: %s", f.Raw)
-	}
-}
-
-// publishTo publishes msg to exchange through brokers[i] and waits for the
-// confirm.
-func publishTo(t *testing.T, i int, exchange string, msg amqp.Publishing) {
-	t.Helper()
-	conn, err := amqp.Dial(brokers[i].URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, "", false, false, msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := dc.WaitContext(ctx); !ok || err != nil {
-		t.Fatalf("publish through broker %d not confirmed: %v", i, err)
 	}
 }

@@ -36,25 +36,7 @@ func startNode(t *testing.T, r *region) *h.Node {
 // publish publishes body to r's exchange-mass and waits for r's confirm.
 func publish(t *testing.T, r *region, body string) {
 	t.Helper()
-	conn, err := amqp.Dial(r.node.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
-	dc, err := ch.PublishWithDeferredConfirm(massExchange, "", false, false, amqp.Publishing{ContentType: "application/json", Body: []byte(body)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := dc.WaitContext(t.Context()); !ok || err != nil {
-		t.Fatalf("region %s did not confirm the event (ack %v): %v", r.name, ok, err)
-	}
+	h.PublishTo(t, r.node.URL(), massExchange, "", amqp.Publishing{ContentType: "application/json", Body: []byte(body)})
 }
 
 // event is an event for token on exchange-mass, and what its clients get.

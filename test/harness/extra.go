@@ -120,7 +120,21 @@ func PublishMany(t testing.TB, exchange, key string, msgs []amqp.Publishing) {
 
 // PublishManyErr is PublishMany for use outside the test's goroutine.
 func PublishManyErr(exchange, key string, msgs []amqp.Publishing) error {
-	conn, err := amqp.Dial(AMQPURL())
+	return PublishManyTo(AMQPURL(), exchange, key, msgs)
+}
+
+// PublishTo publishes msg to exchange on the broker at url (a broker of a
+// test's own) and waits for its confirm.
+func PublishTo(t testing.TB, url, exchange, key string, msg amqp.Publishing) {
+	t.Helper()
+	if err := PublishManyTo(url, exchange, key, []amqp.Publishing{msg}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// PublishManyTo is PublishManyErr on the broker at url.
+func PublishManyTo(url, exchange, key string, msgs []amqp.Publishing) error {
+	conn, err := amqp.Dial(url)
 	if err != nil {
 		return err
 	}
