@@ -31,6 +31,9 @@ var (
 	DisconnectTooBig = Disconnect{websocket.CloseMessageTooBig, "message_too_big"}
 	// DisconnectProtocol: the client broke the WebSocket protocol.
 	DisconnectProtocol = Disconnect{websocket.CloseProtocolError, "protocol_error"}
+	// DisconnectBadData: a text message (or a close frame's reason) was not
+	// valid UTF-8 (RFC 6455 8.1).
+	DisconnectBadData = Disconnect{websocket.CloseInvalidFramePayloadData, "invalid_utf8"}
 	// DisconnectWriteFailed: writing to the client failed or timed out (ws.write_timeout).
 	DisconnectWriteFailed = Disconnect{websocket.CloseAbnormalClosure, "write_failed"}
 	// DisconnectBackend: a backend's disconnect control message closed the
@@ -57,7 +60,3 @@ var ErrReadLoopsStuck = errors.New("gateway: read loops did not end after their 
 // has no file descriptor, or the system has no epoll): it keeps a read
 // goroutine.
 var errNoFD = errors.New("gateway: connection has no pollable file descriptor")
-
-// errNotHijacker is the upgrade's error when the ResponseWriter cannot be
-// hijacked (the upgrader answers 500).
-var errNotHijacker = errors.New("gateway: the response writer cannot be hijacked")

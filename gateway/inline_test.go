@@ -3,7 +3,6 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,26 +11,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/internal/wsframe"
 )
-
-func TestAppendTextFrameHeader(t *testing.T) {
-	tests := []struct {
-		n    int
-		want []byte
-	}{
-		{0, []byte{0x81, 0}},
-		{125, []byte{0x81, 125}},
-		{126, []byte{0x81, 126, 0, 126}},
-		{1000, []byte{0x81, 126, 0x03, 0xe8}},
-		{65535, []byte{0x81, 126, 0xff, 0xff}},
-		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
-	}
-	for _, tt := range tests {
-		if got := appendTextFrameHeader(nil, tt.n); !bytes.Equal(got, tt.want) {
-			t.Errorf("header of %d bytes: % x, want % x", tt.n, got, tt.want)
-		}
-	}
-}
 
 // serverConn is the server's side of the only connection of token.
 func serverConn(t *testing.T, ts *testServer, token string) *Conn {
@@ -55,10 +36,10 @@ func TestSmallMessageWrittenInline(t *testing.T) {
 	client := ts.dial(t, "inline")
 	c := serverConn(t, ts, "inline")
 	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.fd >= 0 })
-	for i, msg := range []string{`{"a":1}`, strings.Repeat("y", 126), strings.Repeat("z", maxInlineFrame-maxFrameHeader)} {
+	for i, msg := range []string{`{"a":1}`, strings.Repeat("y", 126), strings.Repeat("z", maxInlineFrame-wsframe.MaxServerHeader)} {
 		c.mu.Lock()
 		ok := c.sendLocked([]byte(msg))
-		writing := c.writing
+		writing := c.out.writing
 		c.mu.Unlock()
 		if !ok || writing {
 			t.Fatalf("message %d: accepted %v, writer started %v; want written inline", i, ok, writing)
@@ -87,12 +68,12 @@ func TestInlineTailsKeepOrder(t *testing.T) {
 	for i := range n {
 		size := 200 + i%1800
 		if i > n/2 && i%997 == 0 {
-			size = 5000 // through gorilla
+			size = 5000 // through the writer goroutine
 		}
 		msg := fmt.Appendf(nil, "%06d%s", i, strings.Repeat("m", size))
 		c.mu.Lock()
 		c.sendLocked(msg)
-		if c.tail != nil {
+		if c.out.tail != nil {
 			tails++
 		}
 		c.mu.Unlock()

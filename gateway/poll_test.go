@@ -3,6 +3,7 @@ package gateway
 import (
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,80 +12,106 @@ import (
 	"github.com/piped-dev/piped/config"
 )
 
-// gorillaReader finds gorilla's read buffer: without it no connection gives
-// up its read goroutine.
-func TestGorillaReader(t *testing.T) {
-	ts := newTestServer(t, nil)
-	c := ts.dial(t, "tok")
-	waitFor(t, func() bool { return ts.hub.Len() == 1 })
-	var conn *Conn
-	ts.hub.each(func(x *Conn) { conn = x })
-	if br := gorillaReader(conn.ws); br == nil || br.Size() < 125 {
-		t.Fatalf("gorillaReader found no read buffer in gorilla's Conn")
-	}
-	c.Close()
-	waitFor(t, func() bool { return ts.hub.Len() == 0 })
-}
-
-// readGoroutines counts goroutines with a reader of this package on their stack.
-func readGoroutines() int {
+// connGoroutines counts goroutines that run a connection's code: a reader
+// (readReady, readLoop) or a writer (writeLoop).
+func connGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "gateway.(*Conn).readOne") || strings.Contains(g, "gateway.(*Conn).serve") {
+		if strings.Contains(g, "gateway.(*Conn).read") || strings.Contains(g, "gateway.(*Conn).writeLoop") ||
+			strings.Contains(g, "gateway.(*Conn).serve") {
 			n++
 		}
 	}
 	return n
 }
 
-// On Linux idle connections park no reader goroutine, and still answer
-// calls, including several frames that arrive in one TCP segment (gorilla
-// then holds the following ones in its buffer).
-func TestIdleConnectionsParkNoReader(t *testing.T) {
+// On Linux an idle connection holds no goroutine in the steady state:
+// through several ping intervals, with clients that answer every ping
+// (each pong wakes the poller, which starts a reader that must hand the
+// socket back), and after calls, including several frames that arrive in
+// one TCP segment. Without the poller, or with a reader that blocks for the
+// next data frame after a pong, every connection would hold one.
+func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the poller is Linux-only")
 	}
-	ts := newTestServer(t, nil)
+	const interval = 50 * time.Millisecond
+	ts := newTestServer(t, func(ws *config.WS) { ws.PingInterval = interval; ws.PongTimeout = 20 * interval })
 	var conns []*websocket.Conn
+	var pings atomic.Int64
 	for range 20 {
-		conns = append(conns, ts.dial(t, "tok"))
+		c := ts.dial(t, "tok")
+		c.SetPingHandler(func(data string) error {
+			pings.Add(1)
+			return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		})
+		conns = append(conns, c)
+		go func() { // answers pings until the connection closes
+			for {
+				if _, _, err := c.NextReader(); err != nil {
+					return
+				}
+			}
+		}()
 	}
 	waitFor(t, func() bool { return ts.hub.Len() == 20 })
-	waitFor(t, func() bool { return readGoroutines() == 0 })
-	for i, c := range conns {
-		// Three frames in one write: one segment for the poller.
-		var w strings.Builder
-		for j := range 3 {
-			w.Write(maskedText(`{"id":` + string(rune('1'+j)) + `,"method":"m` + string(rune('a'+i%26)) + `"}`))
-		}
-		if _, err := c.NetConn().Write([]byte(w.String())); err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		for j := range 3 {
-			if _, msg, err := c.ReadMessage(); err != nil {
-				t.Fatalf("conn %d answer %d: %v", i, j, err)
-			} else if !strings.Contains(string(msg), `"result"`) {
-				t.Fatalf("conn %d answer %d: %s", i, j, msg)
-			}
+	waitFor(t, func() bool { return pings.Load() >= 20*4 }) // every connection pinged and ponged, several times
+	assertNoConnGoroutines(t)
+
+	// Calls, three frames in one write: one segment for the poller.
+	ts2 := newTestServer(t, nil)
+	c := ts2.dial(t, "calls")
+	var w strings.Builder
+	for j := range 3 {
+		w.Write(maskedText(`{"id":` + string(rune('1'+j)) + `,"method":"m"}`))
+	}
+	if _, err := c.NetConn().Write([]byte(w.String())); err != nil {
+		t.Fatal(err)
+	}
+	for j := range 3 {
+		if msg := read(t, c); !strings.Contains(msg, `"result"`) {
+			t.Fatalf("answer %d: %s", j, msg)
 		}
 	}
-	waitFor(t, func() bool { return readGoroutines() == 0 })
-	for _, c := range conns {
-		c.Close()
+	assertNoConnGoroutines(t)
+}
+
+// assertNoConnGoroutines waits up to a second for no connection goroutine
+// to run (readers and writers end within microseconds of their work).
+func assertNoConnGoroutines(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for n := connGoroutines(); n != 0; n = connGoroutines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connection goroutines still run while every connection is idle", n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	waitFor(t, func() bool { return ts.hub.Len() == 0 })
 }
 
 // maskedText is one client text frame (masked, as clients must) of payload.
 func maskedText(payload string) []byte {
+	return maskedFrame(0x81, []byte(payload))
+}
+
+// maskedFrame is one client frame with first byte b0 (FIN, RSV, opcode) and
+// payload, masked, with the shortest length encoding.
+func maskedFrame(b0 byte, payload []byte) []byte {
 	key := [4]byte{1, 2, 3, 4}
-	f := []byte{0x81, 0x80 | byte(len(payload))}
+	f := []byte{b0}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, 0x80|byte(n))
+	case n <= 0xffff:
+		f = append(f, 0x80|126, byte(n>>8), byte(n))
+	default:
+		f = append(f, 0x80|127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
 	f = append(f, key[:]...)
-	for i := range len(payload) {
-		f = append(f, payload[i]^key[i%4])
+	for i, b := range payload {
+		f = append(f, b^key[i%4])
 	}
 	return f
 }

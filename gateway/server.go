@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/internal/wsframe"
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/route"
 	"github.com/piped-dev/piped/telemetry"
@@ -160,13 +160,11 @@ func New(o Options) *Server {
 	s.SetLimits(LimitsOf(o.WS))
 	s.cfg.disconnect = s.hooks.disconnect
 	s.upgrader = websocket.Upgrader{
-		// A small read buffer of its own (the server's 4 KiB one is let go),
-		// and write buffers borrowed from a pool only while writing: an idle
-		// connection holds neither. readBufferSize says why it is this size.
-		ReadBufferSize:  readBufferSize,
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     s.checkOrigin,
-		Error:           s.upgradeError,
+		// No buffers of gorilla's own: it reuses net/http's for the
+		// handshake, and the connection reads and writes frames itself
+		// afterwards (reader.go, writer.go), so nothing of gorilla's is kept.
+		CheckOrigin: s.checkOrigin,
+		Error:       s.upgradeError,
 	}
 	ws := echo.WrapHandler(http.HandlerFunc(s.ServeWS))
 	metrics := echo.WrapHandler(o.Metrics.Handler())
@@ -186,13 +184,6 @@ func New(o Options) *Server {
 	internalRoutes(s.internal)
 	return s
 }
-
-// readBufferSize is gorilla's read buffer, which every connection holds for
-// its life, idle or not: it only needs to take one frame header and the
-// payload of a control frame (125 bytes); a frame payload larger than the
-// buffer is read straight into the read loop's pooled buffer. 512 bytes take
-// a typical call (under 500 bytes) with one read, and cost half of 1 KiB.
-const readBufferSize = 512
 
 func newEcho() *echo.Echo {
 	e := echo.New()
@@ -334,12 +325,16 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 			return // answered
 		}
 	}
-	ws, err := s.upgrader.Upgrade(batchHijacker{w}, r, nil) // the socket is a *batchConn
+	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.notOpened(r.Context(), token, authorized)
 		return // the upgrader answered the request
 	}
-	c := newConn(ws, id, s.hub, s.router, s.cfg)
+	// gorilla did the handshake; from here on the connection reads and
+	// writes frames itself, on the socket gorilla leaves with nothing
+	// buffered (it refuses an upgrade with bytes after the request).
+	nc := ws.NetConn()
+	c := newConn(nc, id, s.hub, s.router, s.cfg)
 	if authorized != "" {
 		c.id = authorized // the id the backend knows, before anyone sees c
 	}
@@ -350,8 +345,9 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.metrics.UpgradesRefused.WithLabelValues("draining").Inc()
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(DisconnectShutdown.Code, DisconnectShutdown.Reason), time.Now().Add(s.ws.WriteTimeout))
-		_ = ws.Close()
+		_ = nc.SetWriteDeadline(time.Now().Add(s.ws.WriteTimeout))
+		_, _ = nc.Write(wsframe.AppendFrame(nil, wsframe.OpClose, wsframe.AppendClosePayload(nil, DisconnectShutdown.Code, DisconnectShutdown.Reason)))
+		_ = nc.Close()
 		if authorized != "" && s.hooks.disconnect != nil {
 			s.hooks.disconnect.NotifyDisconnect(r.Context(), token, c.id, DisconnectShutdown.Code, DisconnectShutdown.Reason)
 		}
