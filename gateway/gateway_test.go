@@ -121,6 +121,21 @@ func (ts *testServer) dial(t *testing.T, token string) *websocket.Conn {
 	return c
 }
 
+// serverConn is the server's side of the only connection of token.
+func serverConn(t *testing.T, ts *testServer, token string) *Conn {
+	t.Helper()
+	var c *Conn
+	waitFor(t, func() bool {
+		ts.hub.each(func(x *Conn) {
+			if x.token == token {
+				c = x
+			}
+		})
+		return c != nil
+	})
+	return c
+}
+
 func read(t *testing.T, c *websocket.Conn) string {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))

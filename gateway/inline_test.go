@@ -14,21 +14,6 @@ import (
 	"github.com/piped-dev/piped/internal/wsframe"
 )
 
-// serverConn is the server's side of the only connection of token.
-func serverConn(t *testing.T, ts *testServer, token string) *Conn {
-	t.Helper()
-	var c *Conn
-	waitFor(t, func() bool {
-		ts.hub.each(func(x *Conn) {
-			if x.token == token {
-				c = x
-			}
-		})
-		return c != nil
-	})
-	return c
-}
-
 // A small message to an idle connection is written by the sender itself:
 // no writer goroutine is started, and the client reads it whole.
 func TestSmallMessageWrittenInline(t *testing.T) {
