@@ -22,6 +22,9 @@ const (
 	// CodePayloadTooLarge means the call's payload exceeds its route's
 	// max_payload_bytes.
 	CodePayloadTooLarge = "payload_too_large"
+	// CodeBadResult means the backend answered the call with a message that
+	// cannot be sent to a client (not valid UTF-8); the message was dropped.
+	CodeBadResult = "bad_result"
 )
 
 // MaxMethodLength is the longest method name accepted (bytes, after

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/trace"
@@ -102,6 +103,12 @@ func (d *dispatcher) route(del *amqp.Delivery) {
 		d.dropMalformed(parent, del, reason, err)
 		return
 	}
+	if !utf8.Valid(del.Body) {
+		// A client would be sent it in a text frame, which RFC 6455 forbids
+		// (browsers drop the whole connection): never forwarded.
+		d.dropNotUTF8(parent, del, &in)
+		return
+	}
 	switch in.Type {
 	case "result":
 		if in.Token == "" {
@@ -148,6 +155,19 @@ func (d *dispatcher) result(parent context.Context, del *amqp.Delivery, in *prot
 		r.metrics.Results.WithLabelValues("broadcast").Inc()
 		d.broadcast(parent, del, in, "")
 	}
+}
+
+// dropNotUTF8 drops a message that is not valid UTF-8. When it is a result
+// that answers a waiting call, the call is answered with an error
+// (bad_result) instead, so that it still gets exactly one answer.
+func (d *dispatcher) dropNotUTF8(parent context.Context, del *amqp.Delivery, in *protocol.Inbound) {
+	const reason = "not_utf8"
+	if in.Type == "result" && in.Token != "" {
+		if c, _ := d.match(del, in); c != nil {
+			d.r.answerError(c, protocol.CodeBadResult, "the backend's result is not valid UTF-8")
+		}
+	}
+	d.dropMalformed(parent, del, reason, errNotUTF8)
 }
 
 // dropMalformed drops a message that cannot be routed, under a span of its own.

@@ -38,3 +38,7 @@ var errBadConnection = errors.New(`routing: an event's "connection" must be a no
 // does not exist on the broker. Like ErrTopologyConflict it is fatal
 // before the node was ever ready; later the node is not ready until it exists.
 var ErrExchangeMissing = errors.New("routing: a route's exchange does not exist")
+
+// errNotUTF8 is why a backend message that is not valid UTF-8 is dropped
+// (reason not_utf8): clients get text frames, which must be UTF-8.
+var errNotUTF8 = errors.New("routing: the message is not valid UTF-8")

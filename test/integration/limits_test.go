@@ -129,6 +129,34 @@ func TestLateResultDropped(t *testing.T) {
 	})
 }
 
+// A backend message that is not valid UTF-8 never reaches a client (it
+// would be a text frame, which RFC 6455 forbids): a result answers its call
+// with a bad_result error instead, an event is dropped; both are counted.
+func TestNotUTF8BackendMessagesDropped(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t, h.WithEnv("PIPED_REQUESTS_TIMEOUT=5s"))
+	ch := h.Channel(t)
+	token := h.UniqueID("tok")
+	c := h.Dial(t, n, token)
+	c.Send(t, `{"id":1,"method":"m"}`)
+	d := getCall(t, ch, n, 4*time.Second)
+	h.PublishMany(t, "exchange-in-"+n.ID, "", []amqp.Publishing{
+		{CorrelationId: d.CorrelationId, Body: []byte(`{"id":1,"type":"result","token":"` + token + `","payload":"` + "\xff\xfe" + `"}`)},
+		{Body: []byte(`{"type":"event","token":"` + token + `","event":"bad","payload":"` + "\xce\xba\xe1\xbd" + `"}`)},
+		{Body: []byte(`{"type":"event","token":"` + token + `","event":"after"}`)},
+	})
+	if f := c.NextFrame(t, wait); f.Type != "error" || f.Error.Code != "bad_result" || string(f.ID) != "1" {
+		t.Fatalf("got %s, want a bad_result error for id 1", f.Raw)
+	}
+	if f := c.NextFrame(t, wait); f.Type != "event" || f.Event != "after" {
+		t.Fatalf("got %s, want the event published after the invalid one", f.Raw)
+	}
+	h.Eventually(t, wait, "both counted as not_utf8", func() bool {
+		return n.Metric(t, `piped_backend_messages_dropped_total{reason="not_utf8"}`) == 2
+	})
+	settled(t, n, c) // no timeout or second answer follows
+}
+
 // With the out-queue gone, the mandatory publish comes back and the call
 // fails with "unroutable" at once, not after the timeout.
 func TestUnroutable(t *testing.T) {
