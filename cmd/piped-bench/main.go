@@ -8,7 +8,8 @@
 //	raw           the same calls over AMQP directly: no confirms, auto-ack
 //	raw-reliable  the same with the node's guarantees: confirms, mandatory,
 //	              expiration, its properties and headers, manual batched acks
-//	idle          RSS and goroutines per idle WebSocket connection
+//	idle          RSS and goroutines per idle WebSocket connection, read after
+//	              the connections answered pings for -idle-hold
 //	fanout        events/s delivered to clients against a plain consumer
 //	connect       new WebSocket connections per second from worker processes
 //
@@ -67,6 +68,7 @@ type options struct {
 	latWarmup, latDuration              time.Duration
 	idleConns, idlePar                  int
 	settle                              time.Duration
+	idlePing, idleHold                  time.Duration
 	fanConns, fanTokens, fanWindow      int
 	connWorkers, connConc               int
 	connDuration                        time.Duration
@@ -106,7 +108,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", "docs", "directory for benchmarks.json and benchmarks.svg (empty: none)")
 	fs.StringVar(&o.pprofURL, "pprof-url", "", "idle: the node's net/http/pprof base URL (a -tags pprof build, e.g. http://127.0.0.1:6060), to force a GC before each memory reading")
 	only := fs.String("only", strings.Join(defaultScenarios, ","), "comma-separated scenarios, or all: "+strings.Join(scenarios, ","))
-	fs.BoolVar(&o.quick, "quick", false, "about a minute: one repetition, short windows, 5,000 idle connections")
+	fs.BoolVar(&o.quick, "quick", false, "about a minute: one repetition, short windows, 5,000 idle connections held 3 ping intervals")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of rpc/raw/raw-reliable, fanout/fanout-filter, churn and cluster-rpc, alternating (the table shows median and range)")
 	fs.IntVar(&o.conns, "conns", 100, "rpc, raw: connections (raw: virtual connections, one token each)")
 	fs.IntVar(&o.inflight, "inflight", 4, "rpc, raw: calls in flight per connection")
@@ -116,7 +118,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.latDuration, "lat-duration", 3*time.Second, "measured window at 1 × 1")
 	fs.IntVar(&o.idleConns, "idle-conns", 15000, "idle: connections")
 	fs.IntVar(&o.idlePar, "idle-par", 16, "idle: connections dialled at once")
-	fs.DurationVar(&o.settle, "settle", 4*time.Second, "idle: wait before each memory reading")
+	fs.DurationVar(&o.settle, "settle", 4*time.Second, "idle: wait before the memory reading without connections")
+	fs.DurationVar(&o.idlePing, "idle-ping-interval", 2*time.Second, "idle: the node's ws.ping_interval (its ws.pong_timeout is 3 times it); at least 1s")
+	fs.DurationVar(&o.idleHold, "idle-hold", 0, "idle: how long the connections stay open, answering pings, before the memory reading; at least 2 ping intervals (0: 3 ping intervals, and with a full run at least 20s)")
 	fs.IntVar(&o.fanConns, "fanout-conns", 1000, "fanout: connections")
 	fs.IntVar(&o.fanTokens, "fanout-tokens", 1000, "fanout: distinct tokens (events are published to each in turn)")
 	fs.IntVar(&o.fanWindow, "fanout-window", 1000, "fanout: events published and not yet delivered, at most")
@@ -169,6 +173,13 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("-churn-standing: %w", err)
 	}
 	slices.Sort(o.churnStanding) // added to between windows, never removed one by one
+	o.idleHold = idleHold(o.idleHold, o.idlePing, o.quick)
+	if o.only["idle"] && o.idlePing < time.Second {
+		return nil, fmt.Errorf("-idle-ping-interval %v: at least 1s (the node's minimum ws.ping_interval)", o.idlePing)
+	}
+	if o.only["idle"] && o.idleHold < idleMinPings*o.idlePing {
+		return nil, fmt.Errorf("-idle-hold %v: at least %d ping intervals (-idle-ping-interval %v), so that the reading follows pings", o.idleHold, idleMinPings, o.idlePing)
+	}
 	if o.only["fanout-filter"] && (o.filterEvery < 2 || o.filterEvery > o.fanWindow) {
 		return nil, fmt.Errorf("-filter-every %d: between 2 and -fanout-window (%d), so that every window of events in flight holds one the clients receive", o.filterEvery, o.fanWindow)
 	}
@@ -245,12 +256,16 @@ func run(ctx context.Context, o *options) error {
 	if o.only["idle"] {
 		nid := id("idle")
 		ids, masses = append(ids, nid), append(masses, "mass-"+nid)
-		n, err := startNode(ctx, o, o.amqpURL, nid, "mass-"+nid)
+		// A node of its own, pinging every -idle-ping-interval: the other
+		// scenarios' nodes keep the default ws.ping_interval (25s), so
+		// their figures are unchanged.
+		n, err := startNode(ctx, o, o.amqpURL, nid, "mass-"+nid, idleNodeEnv(o.idlePing)...)
 		if err != nil {
 			return err
 		}
-		logf("idle: %d connections", o.idleConns)
-		r, err := runIdle(n, runID, o.idleConns, o.idlePar, o.settle, o.pprofURL)
+		logf("idle: %d connections, held %v with a ping every %v", o.idleConns, o.idleHold, o.idlePing)
+		r, err := runIdle(n, runID, idleOptions{conns: o.idleConns, par: o.idlePar, settle: o.settle,
+			pingInterval: o.idlePing, hold: o.idleHold, pprofURL: o.pprofURL})
 		n.stop(10 * time.Second)
 		if err != nil {
 			return err
@@ -487,7 +502,8 @@ func (o *options) describe() map[string]any {
 	return map[string]any{
 		"only": only, "quick": o.quick, "reps": o.reps, "conns": o.conns, "inflight": o.inflight,
 		"warmup": o.warmup.String(), "duration": o.duration.String(), "lat_duration": o.latDuration.String(),
-		"idle_conns": o.idleConns, "settle": o.settle.String(), "fanout_conns": o.fanConns, "fanout_tokens": o.fanTokens,
+		"idle_conns": o.idleConns, "settle": o.settle.String(),
+		"idle_ping_interval": o.idlePing.String(), "idle_hold": o.idleHold.String(), "fanout_conns": o.fanConns, "fanout_tokens": o.fanTokens,
 		"fanout_window": o.fanWindow, "connect_workers": o.connWorkers, "connect_conc": o.connConc,
 		"connect_duration": o.connDuration.String(), "pprof_url": o.pprofURL, "own_broker": o.ownBroker,
 		"filter_every": o.filterEvery, "churn_k": o.churnK, "churn_standing": o.churnStanding,

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -204,11 +205,7 @@ func (r *report) table() string {
 	}
 	if i := r.Idle; i != nil {
 		kib := i.RSSPerConn / 1024
-		gc := "after settling"
-		if i.ForcedGC {
-			gc = "after a forced GC"
-		}
-		row(fmt.Sprintf("idle: node RSS KiB per connection at %d (%s)", i.Conns, gc), fmt.Sprintf("%.2f", kib), "—", "—",
+		row(fmt.Sprintf("idle: node RSS KiB per connection at %d (%s)", i.Conns, i.conditions()), fmt.Sprintf("%.2f", kib), "—", "—",
 			fmt.Sprintf("%.0f → %.0f MiB", i.RSSBefore/(1<<20), i.RSSAfter/(1<<20)), fmt.Sprintf("≤ %.0f KiB", targetIdleKiB), met(kib <= targetIdleKiB))
 		row("idle: Go heap in use KiB per connection", fmt.Sprintf("%.2f", i.HeapPerConn/1024), "—", "—", "", "", "")
 		row("idle: goroutines per connection", fmt.Sprintf("%.2f", i.GoroutinesPer), "—", "—",
@@ -285,4 +282,22 @@ func metIf(comparable, ok bool) string {
 		return ""
 	}
 	return met(ok)
+}
+
+// conditions says when the idle figures were read: after how many pings
+// per connection over how long a hold, or (a run from before the hold)
+// after settling; and whether a GC was forced first.
+func (i *idleResult) conditions() string {
+	if i.HoldSeconds == 0 {
+		if i.ForcedGC {
+			return "after a forced GC"
+		}
+		return "after settling"
+	}
+	when := fmt.Sprintf("after %.1f pings each, a ping every %s s, held %.0f s",
+		i.PingsPerConn, strconv.FormatFloat(i.PingInterval, 'f', -1, 64), i.HoldSeconds)
+	if i.ForcedGC {
+		when += ", then a forced GC"
+	}
+	return when
 }
