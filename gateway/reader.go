@@ -99,7 +99,9 @@ func (c *Conn) readSome(read func([]byte) (int, error)) (drained bool, d Disconn
 	}
 	n, err := read(buf[len(buf):cap(buf)])
 	if n <= 0 {
-		r.keep(buf, len(buf), 0)
+		if r.pending == nil {
+			putReadBuffer(buf) // borrowed for nothing; a partial frame stays pending
+		}
 		if errors.Is(err, errWouldBlock) {
 			return true, Disconnect{}, true
 		}
