@@ -25,11 +25,11 @@ import (
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
 	"github.com/piped-dev/piped/healthcheck"
-	"github.com/piped-dev/piped/lifecycle"
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/reload"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/routing"
+	"github.com/piped-dev/piped/shutdown"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -64,9 +64,9 @@ func run() int {
 	if err == nil {
 		err = cfg.Validate()
 	}
-	var routes *route.Table
+	var routes *routetable.Table
 	if err == nil {
-		routes, err = route.FromConfig(cfg)
+		routes, err = routetable.FromConfig(cfg)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "piped:", err)
@@ -93,7 +93,7 @@ func run() int {
 	if cfg.Reload.Watch {
 		reloader.WatchFile, _ = config.File(args, environ) // Load parsed the same args
 	}
-	if err := serve(cfg, route.NewHolder(routes), reloader, log); err != nil {
+	if err := serve(cfg, routetable.NewHolder(routes), reloader, log); err != nil {
 		log.Error("piped stopped", "error", err)
 		return 1
 	}
@@ -102,9 +102,9 @@ func run() int {
 
 // serve runs the node until SIGTERM/SIGINT (or a failure of the broker side
 // or of an HTTP server), reloading routes and limits on SIGHUP (see
-// package reload), then drains in the order lifecycle.Plan holds: see
+// package reload), then drains in the order shutdown.Plan holds: see
 // docs/operations.md.
-func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slog.Logger) error {
+func serve(cfg *config.Config, routes *routetable.Holder, ro reload.Options, log *slog.Logger) error {
 	metrics := telemetry.NewMetricsForRegion(cfg.Node.Region)
 	tracing, err := telemetry.NewTracing(context.Background(), cfg.Telemetry, cfg.Node, os.Getenv)
 	if err != nil {
@@ -171,7 +171,7 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", clientAddr, err)
 	}
-	client := lifecycle.OnceListener(clientLn)
+	client := shutdown.OnceListener(clientLn)
 	servers := []*http.Server{{Handler: srv.Handler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout}}
 	listeners := []net.Listener{client}
 	var stopAccepting []io.Closer
@@ -191,15 +191,15 @@ func serve(cfg *config.Config, routes *route.Holder, ro reload.Options, log *slo
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
-	broker := lifecycle.Go(router.Run)
+	broker := shutdown.Go(router.Run)
 	ro.Routes, ro.Limits = router, srv
-	reloads := lifecycle.Go(reload.New(ro).Run)
-	var presence *lifecycle.Task // $presence rounds, stopped after the drain
+	reloads := shutdown.Go(reload.New(ro).Run)
+	var presence *shutdown.Task // $presence rounds, stopped after the drain
 	if every := cfg.Lifecycle.RefreshInterval; every > 0 {
-		presence = lifecycle.Go(func(ctx context.Context) error { return router.RunPresence(ctx, every, hub) })
+		presence = shutdown.Go(func(ctx context.Context) error { return router.RunPresence(ctx, every, hub) })
 	}
 	httpFailed := make(chan error, len(servers))
-	plan := &lifecycle.Plan{
+	plan := &shutdown.Plan{
 		Hub:           hub,
 		Calls:         router,
 		StopAccepting: stopAccepting,

@@ -20,7 +20,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -38,7 +38,7 @@ type fakeRouter struct {
 	ctxs     []context.Context
 }
 
-func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, rt *route.Route, from protocol.Answerer) {
+func (r *fakeRouter) Call(ctx context.Context, token string, f *protocol.Frame, rt *routetable.Route, from protocol.Answerer) {
 	id := append([]byte(nil), f.ID...)
 	if f.ID == nil {
 		id = nil

@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/piped-dev/piped/config"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 )
 
 // Limits are the per-node and per-connection limits that a reload may
@@ -76,6 +76,6 @@ func (b *tokenBucket) allow(now time.Time) bool {
 
 // routeBucket is a connection's bucket for one route with a rate.
 type routeBucket struct {
-	rt     *route.Route
+	rt     *routetable.Route
 	bucket tokenBucket
 }

@@ -8,16 +8,16 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/piped-dev/piped/config"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 )
 
-func testRoutes(t *testing.T, defaultRoute bool, routes ...config.Route) *route.Holder {
+func testRoutes(t *testing.T, defaultRoute bool, routes ...config.Route) *routetable.Holder {
 	t.Helper()
-	tab, err := route.Compile(routes, route.Default{NodeID: "n1", Exchange: "exchange-out-n1", Timeout: time.Minute, Enabled: defaultRoute})
+	tab, err := routetable.Compile(routes, routetable.Default{NodeID: "n1", Exchange: "exchange-out-n1", Timeout: time.Minute, Enabled: defaultRoute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return route.NewHolder(tab)
+	return routetable.NewHolder(tab)
 }
 
 func send(t *testing.T, c *websocket.Conn, frame string) {

@@ -21,7 +21,7 @@ import (
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/internal/wsframe"
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -32,14 +32,14 @@ import (
 // ended: the router should then forget the call (stop its timer, let go of
 // from) rather than answer it.
 type Router interface {
-	Call(ctx context.Context, token string, f *protocol.Frame, rt *route.Route, from protocol.Answerer)
+	Call(ctx context.Context, token string, f *protocol.Frame, rt *routetable.Route, from protocol.Answerer)
 }
 
 // Routes finds the route of a call's method; nil means no route takes it
 // (error unknown_method). It is called on every call: it must not block
-// (route.Holder: an atomic load and a lookup without allocation).
+// (routetable.Holder: an atomic load and a lookup without allocation).
 type Routes interface {
-	Lookup(method string) *route.Route
+	Lookup(method string) *routetable.Route
 }
 
 // Verifier checks the path token of /api/{token} before the upgrade (like
@@ -74,7 +74,7 @@ type Options struct {
 	NodeID string // names connection ids
 	WS     config.WS
 	// Routes gives each call its route. Nil: every method takes one route
-	// to the default exchange (for tests; main passes the route.Holder).
+	// to the default exchange (for tests; main passes the routetable.Holder).
 	Routes    Routes
 	Router    Router
 	Readiness Readiness
@@ -126,7 +126,7 @@ type Server struct {
 func New(o Options) *Server {
 	routes := o.Routes
 	if routes == nil {
-		t, err := route.Compile(nil, route.Default{NodeID: o.NodeID, Timeout: 30 * time.Second, Enabled: true})
+		t, err := routetable.Compile(nil, routetable.Default{NodeID: o.NodeID, Timeout: 30 * time.Second, Enabled: true})
 		if err != nil {
 			panic(err) // no routes: nothing to be invalid
 		}

@@ -11,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -145,7 +145,7 @@ const maxRouteBuckets = 16
 
 // routeBucket returns the connection's bucket for rt (which has a rate),
 // making it on first use. Owned by the read loop.
-func (c *Conn) routeBucket(rt *route.Route) *tokenBucket {
+func (c *Conn) routeBucket(rt *routetable.Route) *tokenBucket {
 	for i := range c.routeBuckets {
 		if c.routeBuckets[i].rt == rt {
 			return &c.routeBuckets[i].bucket

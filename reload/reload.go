@@ -19,13 +19,13 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 )
 
 // Routes takes a new route table (routing.Router.SetRoutes): it checks the
 // table's exchanges on the broker and stores it, or returns why not.
 type Routes interface {
-	SetRoutes(ctx context.Context, t *route.Table) error
+	SetRoutes(ctx context.Context, t *routetable.Table) error
 }
 
 // Limits takes new runtime limits (gateway.Server.SetLimits).
@@ -197,14 +197,14 @@ func (r *Reloader) Reload(ctx context.Context, trigger string) error {
 // prepare loads and validates the configuration and compiles its routes.
 // The default route keeps the running node id and out-exchange: those
 // need a restart.
-func (r *Reloader) prepare() (*config.Config, *route.Table, error) {
+func (r *Reloader) prepare() (*config.Config, *routetable.Table, error) {
 	next, err := r.load()
 	if err != nil {
 		return nil, nil, err
 	}
-	d := route.DefaultOf(r.running)
+	d := routetable.DefaultOf(r.running)
 	d.Timeout, d.Enabled = next.Requests.Timeout, next.Routing.DefaultRoute
-	table, err := route.Compile(next.Routes, d)
+	table, err := routetable.Compile(next.Routes, d)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reload: %w", err)
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -25,12 +25,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeNode records what a reload applies.
 type fakeNode struct {
 	mu     sync.Mutex
-	tables []*route.Table
+	tables []*routetable.Table
 	limits []gateway.Limits
 	refuse error
 }
 
-func (f *fakeNode) SetRoutes(ctx context.Context, t *route.Table) error {
+func (f *fakeNode) SetRoutes(ctx context.Context, t *routetable.Table) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.refuse != nil {

@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 )
 
 // pendingShards spreads pending calls over this many locks. A call lives in
@@ -35,8 +35,8 @@ type call struct {
 	token  string
 	id     []byte
 	method string
-	rt     *route.Route // the route it was published on: its timeout, even after a reload
-	key    string       // appendMatchKey of token, id and method, for results without our correlation id
+	rt     *routetable.Route // the route it was published on: its timeout, even after a reload
+	key    string            // appendMatchKey of token, id and method, for results without our correlation id
 	start  time.Time
 	span   trace.Span  // the call's span, ended with its answer
 	timer  *time.Timer // guarded by shard.mu

@@ -25,7 +25,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -45,7 +45,7 @@ type Options struct {
 	// Routes holds the route table; the router declares or checks the
 	// exchanges of its routes at every broker session and swaps it in
 	// SetRoutes. Nil: a table of the default route alone, with Timeout.
-	Routes  *route.Holder
+	Routes  *routetable.Holder
 	Timeout time.Duration // requests.timeout, for the table made when Routes is nil
 	Hub     Hub
 	Logger  *slog.Logger
@@ -68,7 +68,7 @@ type Router struct {
 	confirmTimeout     time.Duration
 	reconnectMin       time.Duration
 	reconnectMax       time.Duration
-	routes             *route.Holder
+	routes             *routetable.Holder
 	hub                Hub
 	log                *slog.Logger
 	metrics            *telemetry.Metrics
@@ -102,11 +102,11 @@ func New(o Options) *Router {
 	topo := NewTopology(o.AMQP, o.NodeID)
 	routes := o.Routes
 	if routes == nil {
-		t, err := route.Compile(nil, route.Default{NodeID: o.NodeID, Exchange: topo.ExchangeOut, Timeout: o.Timeout, Enabled: true})
+		t, err := routetable.Compile(nil, routetable.Default{NodeID: o.NodeID, Exchange: topo.ExchangeOut, Timeout: o.Timeout, Enabled: true})
 		if err != nil {
 			panic(err) // no routes: nothing to be invalid
 		}
-		routes = route.NewHolder(t)
+		routes = routetable.NewHolder(t)
 	}
 	r := &Router{
 		tracer:             tracer,
@@ -162,7 +162,7 @@ func (r *Router) Ready() error {
 func (r *Router) Pending() int { return r.pending.len() }
 
 // Routes returns the holder of the route table the router publishes with.
-func (r *Router) Routes() *route.Holder { return r.routes }
+func (r *Router) Routes() *routetable.Holder { return r.routes }
 
 // Call publishes frame f made by token on route rt (the route of
 // f.Method: its exchange, routing key, timeout and expiration) and arranges
@@ -174,7 +174,7 @@ func (r *Router) Routes() *route.Holder { return r.routes }
 // publishes, stopped reading them, or the queue is full. f's bytes are not
 // retained. ctx is the caller's connection's: once it is done the call is
 // dropped from the pending table and gets no answer (see Router.Pending).
-func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, rt *route.Route, from protocol.Answerer) {
+func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, rt *routetable.Route, from protocol.Answerer) {
 	c := &call{from: from, token: token, method: f.Method, rt: rt, start: time.Now()}
 	if f.ID != nil {
 		c.id = append([]byte(nil), f.ID...)

@@ -13,7 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/piped-dev/piped/config"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 )
 
@@ -45,8 +45,8 @@ func channelsOf(conn *amqp.Connection) openChannel {
 //
 // A missing exchange is ErrExchangeMissing and an exchange or queue that
 // exists with other settings ErrTopologyConflict, naming the route.
-func declareRouteExchanges(open openChannel, t *route.Table, topo Topology) error {
-	var declare, check []*route.Route
+func declareRouteExchanges(open openChannel, t *routetable.Table, topo Topology) error {
+	var declare, check []*routetable.Route
 	seen := make(map[string]bool)
 	for _, rt := range t.Routes() {
 		if rt.Exchange == "" || seen[rt.Exchange] {
@@ -136,8 +136,8 @@ func (c *routeChannel) close() {
 // routeQueues returns the routes of t that have a queue, each queue, and
 // each binding (queue, exchange, binding key), once: the first route that
 // names it.
-func routeQueues(t *route.Table) []*route.Route {
-	var out []*route.Route
+func routeQueues(t *routetable.Table) []*routetable.Route {
+	var out []*routetable.Route
 	seen := make(map[[3]string]bool)
 	for _, rt := range t.Routes() {
 		b := [3]string{rt.Queue, rt.Exchange, rt.BindingKey}
@@ -180,7 +180,7 @@ func describeArgs(args amqp.Table) string {
 // conflict: already reported) is skipped. A queue that exists with another
 // type or other arguments (406) is appended to errs as ErrTopologyConflict
 // naming the route; any other failure is returned.
-func declareRouteQueues(ch *routeChannel, queues []*route.Route, failed map[string]bool, topo Topology, errs *[]error) error {
+func declareRouteQueues(ch *routeChannel, queues []*routetable.Route, failed map[string]bool, topo Topology, errs *[]error) error {
 	declared, refused := make(map[string]bool), make(map[string]bool)
 	for _, rt := range queues {
 		if failed[rt.Exchange] || refused[rt.Queue] {
@@ -243,7 +243,7 @@ func (r *Router) endRoutes() {
 // session checks it. Calls in flight keep the route they were published
 // on. It blocks on the broker's answers; ctx is unused for now: amqp091's
 // declares are not cancellable (the connection's heartbeat bounds them).
-func (r *Router) SetRoutes(ctx context.Context, t *route.Table) error {
+func (r *Router) SetRoutes(ctx context.Context, t *routetable.Table) error {
 	r.routesMu.Lock()
 	defer r.routesMu.Unlock()
 	if r.sessConn != nil {

@@ -14,15 +14,15 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 	"github.com/piped-dev/piped/test/harness"
 )
 
 // testTable compiles routes with the default route of newTestRouter's node.
-func testTable(t *testing.T, routes []config.Route, timeout time.Duration) *route.Table {
+func testTable(t *testing.T, routes []config.Route, timeout time.Duration) *routetable.Table {
 	t.Helper()
-	tab, err := route.Compile(routes, route.Default{NodeID: "n1", Exchange: "exchange-out-n1", Timeout: timeout, Enabled: true})
+	tab, err := routetable.Compile(routes, routetable.Default{NodeID: "n1", Exchange: "exchange-out-n1", Timeout: timeout, Enabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,8 +344,8 @@ func TestRouterRouteExchangesOnBroker(t *testing.T) {
 		t.Fatalf("exchange %s was not declared at session start", billing)
 	}
 	old := b.Routes().Load()
-	d := route.Default{NodeID: "x", Exchange: b.topo.ExchangeOut, Timeout: time.Second, Enabled: true}
-	bad, err := route.Compile([]config.Route{{Match: "pay", Exchange: missing}}, d)
+	d := routetable.Default{NodeID: "x", Exchange: b.topo.ExchangeOut, Timeout: time.Second, Enabled: true}
+	bad, err := routetable.Compile([]config.Route{{Match: "pay", Exchange: missing}}, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestRouterRouteExchangesOnBroker(t *testing.T) {
 	if b.Ready() != nil {
 		t.Errorf("a refused table made the router not ready: %v", b.Ready())
 	}
-	good, err := route.Compile([]config.Route{{Match: "pay", Exchange: added, Declare: true, Type: "direct", Durable: true}}, d)
+	good, err := routetable.Compile([]config.Route{{Match: "pay", Exchange: added, Declare: true, Type: "direct", Durable: true}}, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,12 +378,12 @@ func TestRouterMissingExchangeIsFatal(t *testing.T) {
 	cfg := config.Defaults().AMQP
 	cfg.URL = harness.AMQPURL()
 	cfg.MassExchange = "mass-" + id
-	tab, err := route.Compile([]config.Route{{Match: "billing.*", Exchange: harness.UniqueID("nosuch")}},
-		route.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: time.Second, Enabled: true})
+	tab, err := routetable.Compile([]config.Route{{Match: "billing.*", Exchange: harness.UniqueID("nosuch")}},
+		routetable.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: time.Second, Enabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(Options{NodeID: id, AMQP: cfg, Routes: route.NewHolder(tab), Hub: &fakeHub{},
+	r := New(Options{NodeID: id, AMQP: cfg, Routes: routetable.NewHolder(tab), Hub: &fakeHub{},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics()})
 	t.Cleanup(func() { deleteTopology(t, r.Topology()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -409,12 +409,12 @@ func TestRouterExchangeMissingAfterReady(t *testing.T) {
 	cfg.URL = harness.AMQPURL()
 	cfg.MassExchange = "mass-" + id
 	cfg.ReconnectMax = 300 * time.Millisecond
-	tab, err := route.Compile([]config.Route{{Match: "pay", Exchange: ex, RoutingKey: "{method}"}},
-		route.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: 10 * time.Second, Enabled: true})
+	tab, err := routetable.Compile([]config.Route{{Match: "pay", Exchange: ex, RoutingKey: "{method}"}},
+		routetable.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: 10 * time.Second, Enabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(Options{NodeID: id, AMQP: cfg, Routes: route.NewHolder(tab), Hub: &fakeHub{},
+	r := New(Options{NodeID: id, AMQP: cfg, Routes: routetable.NewHolder(tab), Hub: &fakeHub{},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

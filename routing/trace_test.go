@@ -20,7 +20,7 @@ import (
 
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 	"github.com/piped-dev/piped/test/harness"
 )
@@ -53,13 +53,13 @@ func startBrokerRouterWith(t *testing.T, timeout time.Duration, routes []config.
 	cfg.URL = harness.AMQPURL()
 	cfg.MassExchange = "mass-" + id
 	hub := &fakeHub{conns: map[string]int{}}
-	var holder *route.Holder
+	var holder *routetable.Holder
 	if routes != nil {
-		tab, err := route.Compile(routes, route.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: timeout, Enabled: true})
+		tab, err := routetable.Compile(routes, routetable.Default{NodeID: id, Exchange: cfg.ExchangeOutPrefix + id, Timeout: timeout, Enabled: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		holder = route.NewHolder(tab)
+		holder = routetable.NewHolder(tab)
 	}
 	r := New(Options{NodeID: id, AMQP: cfg, Routes: holder, Timeout: timeout, Hub: hub,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: telemetry.NewMetrics(), Tracing: tracing})

@@ -23,7 +23,7 @@ import (
 	"github.com/piped-dev/piped/config"
 	"github.com/piped-dev/piped/gateway"
 	"github.com/piped-dev/piped/protocol"
-	"github.com/piped-dev/piped/route"
+	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
 	h "github.com/piped-dev/piped/test/harness"
 )
@@ -37,7 +37,7 @@ const maxMessage = 16<<20 + 1<<10
 // the cases make none (ping is answered by the gateway).
 type noRouter struct{}
 
-func (noRouter) Call(_ context.Context, _ string, f *protocol.Frame, _ *route.Route, from protocol.Answerer) {
+func (noRouter) Call(_ context.Context, _ string, f *protocol.Frame, _ *routetable.Route, from protocol.Answerer) {
 	from.Answer(f.ID, protocol.AppendError(nil, f.ID, protocol.CodeUnavailable, "no router in the conformance suite"))
 }
 

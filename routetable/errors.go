@@ -1,4 +1,4 @@
-package route
+package routetable
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 
 // ErrInvalidRoute is wrapped by every error Compile returns: a [[routes]]
 // entry that cannot be compiled.
-var ErrInvalidRoute = errors.New("route: invalid route")
+var ErrInvalidRoute = errors.New("routetable: invalid route")
 
 // Error is one problem of one route. Its text names the route by its
 // position in the file (0 is the first [[routes]] table) and its match:

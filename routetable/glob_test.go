@@ -1,4 +1,4 @@
-package route
+package routetable
 
 import (
 	"math/rand/v2"

@@ -1,8 +1,8 @@
-// Package lifecycle is the node's shutdown policy: the order in which a
+// Package shutdown is the node's shutdown policy: the order in which a
 // draining node stops taking work, lets calls in flight finish, fails what is
 // left and closes its parts. It depends only on the small interfaces below,
 // which main wires to the gateway, the routing side and the HTTP servers.
-package lifecycle
+package shutdown
 
 import (
 	"context"

@@ -1,9 +1,9 @@
-// Package route compiles the configured [[routes]] and the default route
+// Package routetable compiles the configured [[routes]] and the default route
 // into a Table that maps a call's method to its destination: exchange,
 // routing key, timeout and per-connection limits. Lookups are lock-free and
 // allocate nothing; a Holder swaps whole tables atomically on reload, and a
 // call keeps the *Route it was published on.
-package route
+package routetable
 
 import (
 	"strconv"

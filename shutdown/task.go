@@ -1,4 +1,4 @@
-package lifecycle
+package shutdown
 
 import (
 	"context"
@@ -40,7 +40,7 @@ func (t *Task) Stop(ctx context.Context) error {
 	case <-t.done:
 		return t.err
 	case <-ctx.Done():
-		return fmt.Errorf("lifecycle: not stopped in time: %w", ctx.Err())
+		return fmt.Errorf("shutdown: not stopped in time: %w", ctx.Err())
 	}
 }
 
