@@ -20,8 +20,8 @@ FUZZTIME ?= 400000x
 # one package at a time.
 FAULTS_DIR  := test/faults
 FAULTS_TAGS := faults
-FUZZ_TARGETS := FuzzParseFrame FuzzParseInbound FuzzParseControl FuzzCanonicalID
-FUZZ_PKG     := ./protocol
+# package:target pairs.
+FUZZ_TARGETS := ./internal/wsframe:FuzzParseHeader ./protocol:FuzzParseFrame ./protocol:FuzzParseInbound ./protocol:FuzzParseControl ./protocol:FuzzCanonicalID
 
 # The steps of `test` must run in order, even under make -j.
 .NOTPARALLEL:
@@ -107,9 +107,10 @@ federation:
 	$(GO) test -count=1 -p 1 -tags federation ./test/federation/
 
 fuzz:
-	@set -e; for target in $(FUZZ_TARGETS); do \
-		echo "$(GO) test -run='^\$$' -fuzz='^$$target\$$' -fuzztime=$(FUZZTIME) $(FUZZ_PKG)"; \
-		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $(FUZZ_PKG); \
+	@set -e; for pair in $(FUZZ_TARGETS); do \
+		pkg=$${pair%%:*}; target=$${pair#*:}; \
+		echo "$(GO) test -run='^\$$' -fuzz='^$$target\$$' -fuzztime=$(FUZZTIME) $$pkg"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
 # The benchmark harness (cmd/piped-bench, docs/benchmarks.md): a node and
