@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/piped-dev/piped/config"
+	"github.com/piped-dev/piped/internal/wsframe"
 )
 
 // connGoroutines counts goroutines that run a connection's code: a reader
@@ -97,23 +98,9 @@ func maskedText(payload string) []byte {
 }
 
 // maskedFrame is one client frame with first byte b0 (FIN, RSV, opcode) and
-// payload, masked, with the shortest length encoding.
+// payload, masked.
 func maskedFrame(b0 byte, payload []byte) []byte {
-	key := [4]byte{1, 2, 3, 4}
-	f := []byte{b0}
-	switch n := len(payload); {
-	case n < 126:
-		f = append(f, 0x80|byte(n))
-	case n <= 0xffff:
-		f = append(f, 0x80|126, byte(n>>8), byte(n))
-	default:
-		f = append(f, 0x80|127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	f = append(f, key[:]...)
-	for i, b := range payload {
-		f = append(f, b^key[i%4])
-	}
-	return f
+	return wsframe.AppendClientFrame(nil, b0, [4]byte{1, 2, 3, 4}, payload)
 }
 
 // A client that sends nothing, not even a pong, is closed after

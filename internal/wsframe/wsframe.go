@@ -199,6 +199,21 @@ func AppendHeader(dst []byte, op byte, n int) []byte {
 	}
 }
 
+// AppendClientFrame appends a client frame: first byte b0 exactly as given
+// (FIN, reserved bits and opcode, so that tests can break the rules too),
+// the shortest length encoding, and payload masked with key.
+func AppendClientFrame(dst []byte, b0 byte, key [4]byte, payload []byte) []byte {
+	start := len(dst)
+	dst = AppendHeader(dst, 0, len(payload))
+	dst[start] = b0
+	dst[start+1] |= 0x80 // masked
+	dst = append(dst, key[:]...)
+	p := len(dst)
+	dst = append(dst, payload...)
+	Unmask(dst[p:], key, 0)
+	return dst
+}
+
 // AppendFrame appends a whole final, unmasked server frame of op.
 func AppendFrame(dst []byte, op byte, payload []byte) []byte {
 	return append(AppendHeader(dst, op, len(payload)), payload...)

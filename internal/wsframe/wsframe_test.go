@@ -122,6 +122,24 @@ func TestAppendHeader(t *testing.T) {
 	}
 }
 
+// A client frame appended is parsed back, with its payload.
+func TestAppendClientFrame(t *testing.T) {
+	key := [4]byte{9, 8, 7, 6}
+	for _, n := range []int{0, 5, 125, 126, 65535, 65536} {
+		payload := bytes.Repeat([]byte("ab"), n)[:n]
+		f := AppendClientFrame([]byte("prefix"), 0x82, key, payload)[len("prefix"):]
+		h, hn, err := ParseHeader(f)
+		if err != nil || hn == 0 || h.Op != OpBinary || !h.Fin || h.Mask != key || h.Length != int64(n) {
+			t.Fatalf("%d bytes: %+v, %d, %v", n, h, hn, err)
+		}
+		p := f[hn:]
+		Unmask(p, key, 0)
+		if !bytes.Equal(p, payload) {
+			t.Fatalf("%d bytes: payload differs", n)
+		}
+	}
+}
+
 func TestAppendClosePayload(t *testing.T) {
 	long := string(bytes.Repeat([]byte("é"), 100)) // 200 bytes
 	tests := []struct {

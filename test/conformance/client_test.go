@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/piped-dev/piped/internal/wsframe"
 )
 
 // rawClient is a WebSocket client that writes frames built by hand, as the
@@ -158,21 +160,5 @@ func describeText(t *testing.T, p []byte) string {
 // masked builds a client frame: first byte b0 (FIN, RSV, opcode), payload
 // masked with a fixed key, the shortest length encoding.
 func masked(b0 byte, payload []byte) []byte {
-	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	f := []byte{b0}
-	switch n := len(payload); {
-	case n < 126:
-		f = append(f, 0x80|byte(n))
-	case n <= 0xffff:
-		f = append(f, 0x80|126)
-		f = binary.BigEndian.AppendUint16(f, uint16(n))
-	default:
-		f = append(f, 0x80|127)
-		f = binary.BigEndian.AppendUint64(f, uint64(n))
-	}
-	f = append(f, key[:]...)
-	for i, b := range payload {
-		f = append(f, b^key[i&3])
-	}
-	return f
+	return wsframe.AppendClientFrame(nil, b0, [4]byte{0x37, 0xfa, 0x21, 0x3d}, payload)
 }
