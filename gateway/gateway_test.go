@@ -81,17 +81,17 @@ type testServer struct {
 	srv    *Server
 }
 
-func newTestServer(t *testing.T, tweak func(*config.WS)) *testServer {
+func newTestServer(t testing.TB, tweak func(*config.WS)) *testServer {
 	return newTracedTestServer(t, tweak, nil)
 }
 
-func newTracedTestServer(t *testing.T, tweak func(*config.WS), tracing *telemetry.Tracing) *testServer {
+func newTracedTestServer(t testing.TB, tweak func(*config.WS), tracing *telemetry.Tracing) *testServer {
 	return newRoutedTestServer(t, tweak, tracing, nil)
 }
 
 // newRoutedTestServer is a test server whose calls are looked up in routes
 // (nil: Options.Routes left nil).
-func newRoutedTestServer(t *testing.T, tweak func(*config.WS), tracing *telemetry.Tracing, routes Routes) *testServer {
+func newRoutedTestServer(t testing.TB, tweak func(*config.WS), tracing *telemetry.Tracing, routes Routes) *testServer {
 	t.Helper()
 	ws := config.Defaults().WS
 	if tweak != nil {
@@ -110,7 +110,7 @@ func newRoutedTestServer(t *testing.T, tweak func(*config.WS), tracing *telemetr
 	return ts
 }
 
-func (ts *testServer) dial(t *testing.T, token string) *websocket.Conn {
+func (ts *testServer) dial(t testing.TB, token string) *websocket.Conn {
 	t.Helper()
 	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/api/" + token
 	c, _, err := websocket.DefaultDialer.Dial(u, nil)
@@ -122,7 +122,7 @@ func (ts *testServer) dial(t *testing.T, token string) *websocket.Conn {
 }
 
 // serverConn is the server's side of the only connection of token.
-func serverConn(t *testing.T, ts *testServer, token string) *Conn {
+func serverConn(t testing.TB, ts *testServer, token string) *Conn {
 	t.Helper()
 	var c *Conn
 	waitFor(t, func() bool {
@@ -314,7 +314,7 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {

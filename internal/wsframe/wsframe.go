@@ -142,12 +142,21 @@ func Unmask(p []byte, key [4]byte, pos int) {
 		k[i] = key[(pos+i)&3]
 	}
 	k64 := binary.LittleEndian.Uint64(k[:])
-	i := 0
-	for ; i+8 <= len(p); i += 8 {
-		binary.LittleEndian.PutUint64(p[i:], binary.LittleEndian.Uint64(p[i:])^k64)
+	for len(p) >= 32 {
+		_ = p[31] // one bounds check for the four words
+		binary.LittleEndian.PutUint64(p[0:], binary.LittleEndian.Uint64(p[0:])^k64)
+		binary.LittleEndian.PutUint64(p[8:], binary.LittleEndian.Uint64(p[8:])^k64)
+		binary.LittleEndian.PutUint64(p[16:], binary.LittleEndian.Uint64(p[16:])^k64)
+		binary.LittleEndian.PutUint64(p[24:], binary.LittleEndian.Uint64(p[24:])^k64)
+		p = p[32:]
 	}
-	for ; i < len(p); i++ {
-		p[i] ^= k[i&7]
+	for len(p) >= 8 {
+		binary.LittleEndian.PutUint64(p, binary.LittleEndian.Uint64(p)^k64)
+		p = p[8:]
+	}
+	// A multiple of 8 bytes was consumed: the key is still aligned.
+	for i := range p {
+		p[i] ^= k[i]
 	}
 }
 
