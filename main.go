@@ -172,7 +172,14 @@ func serve(cfg *config.Config, routes *routetable.Holder, ro reload.Options, log
 		return fmt.Errorf("listen on %s: %w", clientAddr, err)
 	}
 	client := shutdown.OnceListener(clientLn)
-	servers := []*http.Server{{Handler: srv.Handler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout}}
+	// Every server bounds what a connection that is not a WebSocket holds:
+	// idle keep-alive connections close after http.idle_timeout (they are
+	// not counted in ws.max_connections), headers are capped.
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			IdleTimeout: cfg.HTTP.IdleTimeout, MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes}
+	}
+	servers := []*http.Server{newServer(srv.Handler())}
 	listeners := []net.Listener{client}
 	var stopAccepting []io.Closer
 	if addr := cfg.HTTP.InternalAddr; addr != "" {
@@ -182,7 +189,7 @@ func serve(cfg *config.Config, routes *routetable.Holder, ro reload.Options, log
 			return fmt.Errorf("listen on %s (http.internal_addr): %w", addr, err)
 		}
 		servers[0].Handler = srv.ClientHandler()
-		servers = append(servers, &http.Server{Handler: srv.InternalHandler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout})
+		servers = append(servers, newServer(srv.InternalHandler()))
 		listeners = append(listeners, internalLn)
 		// Readiness lives on the internal listener: the client port can
 		// stop accepting at the first moment of the drain.

@@ -47,6 +47,12 @@ type HTTP struct {
 	InternalAddr string `koanf:"internal_addr"`
 	// ReadHeaderTimeout is the time allowed to read a request's headers.
 	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"`
+	// IdleTimeout closes a keep-alive HTTP connection (a health check, a
+	// refused upgrade; never a WebSocket) that is idle this long; above 0.
+	IdleTimeout time.Duration `koanf:"idle_timeout"`
+	// MaxHeaderBytes bounds the bytes of a request's headers (and its
+	// request line); 4 KiB to 1 MiB. Larger requests are answered 431.
+	MaxHeaderBytes int `koanf:"max_header_bytes"`
 }
 
 // WS holds the WebSocket limits and timings.
@@ -263,7 +269,7 @@ type Reload struct {
 // Defaults returns the built-in configuration; Node.ID is empty and must be set.
 func Defaults() Config {
 	return Config{
-		HTTP: HTTP{Port: 8080, ReadHeaderTimeout: 10 * time.Second},
+		HTTP: HTTP{Port: 8080, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 32 << 10},
 		WS: WS{
 			MaxMessageBytes: 64 << 10,
 			AllowedOrigins:  []string{"*"},

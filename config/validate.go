@@ -52,6 +52,8 @@ func (c *Config) Validate() error {
 	// http
 	between(&v, "http.port", c.HTTP.Port, 1, 65535)
 	v.positive("http.read_header_timeout", c.HTTP.ReadHeaderTimeout)
+	v.positive("http.idle_timeout", c.HTTP.IdleTimeout)
+	between(&v, "http.max_header_bytes", c.HTTP.MaxHeaderBytes, 4<<10, 1<<20)
 	if problem := checkInternalAddr(c.HTTP); problem != "" {
 		v.add("http.internal_addr", "%s", problem)
 	}

@@ -539,3 +539,53 @@ func TestUnknownConfigVariable(t *testing.T) {
 		t.Fatalf("output does not name the variable:\n%s", n.Logs())
 	}
 }
+
+// An HTTP connection that is not a WebSocket — a health check kept alive, a
+// refused upgrade — is closed once idle for http.idle_timeout (it is not
+// counted in ws.max_connections, so it must not hold a descriptor forever),
+// and headers beyond http.max_header_bytes are refused with 431.
+func TestHTTPConnectionsBounded(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t, h.WithEnv("PIPED_HTTP_IDLE_TIMEOUT=300ms", "PIPED_HTTP_MAX_HEADER_BYTES=8192"))
+	addr := strings.TrimPrefix(n.URL(""), "http://")
+	for _, path := range []string{"/healthz", "/api/bad%20token"} {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := fmt.Fprintf(nc, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		if _, err := nc.Read(buf); err != nil {
+			t.Fatalf("%s: no response: %v", path, err)
+		}
+		start := time.Now()
+		// Kept alive, then closed by the node: the next read ends with EOF.
+		for {
+			if _, err := nc.Read(buf); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatalf("%s: the idle connection is still open after %v", path, time.Since(start))
+				}
+				break
+			}
+		}
+		t.Logf("%s: closed %v after the response", path, time.Since(start).Round(time.Millisecond))
+	}
+	req, err := http.NewRequest("GET", n.URL("/healthz"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Big", strings.Repeat("a", 16<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("16 KiB of headers: HTTP %d, want 431", resp.StatusCode)
+	}
+}
