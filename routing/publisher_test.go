@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/piped-dev/piped/protocol"
@@ -196,6 +198,35 @@ func TestCallNeverWaitsForAStuckPublish(t *testing.T) {
 	}
 	if r.Pending() != 2 {
 		t.Fatalf("%d calls pending, want the 2 published", r.Pending())
+	}
+}
+
+// A call refused unavailable (the publish queue is full) is answered once
+// and let go at once: when its connection ends later, nothing is left to
+// abandon (before, the caller's context kept every refused call until then,
+// and ending it counted each as abandoned and ended its span again).
+func TestRefusedCallLeavesAtOnce(t *testing.T) {
+	ch := newFakeChannel(true)
+	r, _ := queueRouter(t, ch, time.Hour)
+	s := &sink{}
+	r.Call(t.Context(), "tok", &protocol.Frame{ID: []byte(`"first"`), Method: "m"}, r.Routes().Load().Default(), s)
+	<-ch.entered // the writer is stuck: the queue fills
+	callAll(t, r, s, publishQueueSize)
+	ctx, cancel := context.WithCancel(context.Background())
+	const refused = 5
+	for i := range refused {
+		r.Call(ctx, "tok-refused", &protocol.Frame{ID: fmt.Appendf(nil, "%d", i), Method: "m"}, r.Routes().Load().Default(), s)
+	}
+	if got := countAnswers(s.answers()); got["the node's publish queue is full"] != refused {
+		t.Fatalf("answers %v, want %d × queue full", got, refused)
+	}
+	cancel()
+	time.Sleep(100 * time.Millisecond) // the context's AfterFuncs would run now
+	if got := testutil.ToFloat64(r.metrics.CallsAbandoned); got != 0 {
+		t.Fatalf("piped_calls_abandoned_total %v after the refused calls' caller ended, want 0", got)
+	}
+	if n := len(s.answers()); n != refused {
+		t.Fatalf("%d answers, want %d", n, refused)
 	}
 }
 

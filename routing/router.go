@@ -201,7 +201,12 @@ func (r *Router) Call(ctx context.Context, token string, f *protocol.Frame, rt *
 	if reason := p.enqueue(j, c.start); reason != "" {
 		endError(j.span, protocol.CodeUnavailable)
 		r.putBuf(j)
-		r.answerError(c, protocol.CodeUnavailable, reason)
+		// Never pending: let go of it now (and of its caller's context),
+		// not when the connection ends. False: the caller ended meanwhile
+		// and the call was abandoned.
+		if r.pending.take(c) {
+			r.answerError(c, protocol.CodeUnavailable, reason)
+		}
 	}
 }
 
