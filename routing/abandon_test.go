@@ -64,7 +64,7 @@ func TestAnsweredCallLeavesCallerContext(t *testing.T) {
 	from := &sink{}
 	c := addCall(r, from, "tok", "1", "m")
 	r.pending.dropOnDone(ctx, c, r.abandon)
-	if got := r.pending.takeByCorr(c.corr); got != c {
+	if got, _ := r.pending.takeByCorr(corrRef{c.corr, c.secret}, c.token); got != c {
 		t.Fatal("call not pending")
 	}
 	if c.stopDrop() {
@@ -112,7 +112,7 @@ func BenchmarkPendingCallerContext(b *testing.B) {
 				r.pending.assign(c)
 				r.pending.dropOnDone(tc.ctx, c, r.abandon)
 				r.pending.insert(c, time.Hour, r.expire)
-				r.pending.takeByCorr(c.corr)
+				r.pending.takeByCorr(corrRef{c.corr, c.secret}, c.token)
 			}
 		})
 	}

@@ -144,6 +144,11 @@ func (d *dispatcher) result(parent context.Context, del *amqp.Delivery, in *prot
 	switch {
 	case c != nil:
 		d.deliver(parent, del, c, in.Body, routedBy)
+	case routedBy == "mismatch":
+		// Our correlation id on a result that is not its call's: delivering
+		// it would hand one user another's result. The call keeps waiting.
+		ctx, span := r.startProcess(parent, del.MessageId, del.CorrelationId, len(del.Body))
+		d.drop(ctx, span, del, slog.LevelWarn, routedBy, "dropped result: its correlation_id is not its call's (another token's, or never issued)")
 	case routedBy == "late", routedBy == "redelivered":
 		// Late: answered already (timeout, error) or from an earlier session.
 		// Redelivered: seen before a reconnect; its call is gone, so it was
@@ -186,14 +191,15 @@ func truncate(s string, n int) string {
 
 // match finds the pending call a result answers: by our correlation id,
 // else by token, id and method (oldest first). With no call it says why:
-// "late", "redelivered" or "broadcast".
+// "late", "mismatch", "redelivered" or "broadcast".
 func (d *dispatcher) match(del *amqp.Delivery, in *protocol.Inbound) (*call, string) {
 	r := d.r
-	if n, ours := r.pending.parseCorrelation(del.CorrelationId); ours {
-		if c := r.pending.takeByCorr(n); c != nil {
+	if ref, ours := r.pending.parseCorrelation(del.CorrelationId); ours {
+		c, why := r.pending.takeByCorr(ref, in.Token)
+		if c != nil {
 			return c, "correlation"
 		}
-		return nil, "late"
+		return nil, why // late or mismatch
 	}
 	if c := r.pending.takeByKey(in.Token, in.ID, in.Method); c != nil {
 		return c, "match"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/maphash"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ const matchKeyStack = 256
 type call struct {
 	// Set at construction.
 	corr   uint64
+	secret uint64 // random: the part of the correlation id nobody can guess
 	shard  *pendingShard
 	from   protocol.Answerer
 	token  string
@@ -96,6 +98,7 @@ func (t *pendingTable) assign(c *call) {
 	key, _ := appendMatchKey(buf[:0], c.token, c.id, c.method) // a call's id is a string or number
 	c.key = string(key)
 	c.corr = t.counter.Add(1)*pendingShards + si
+	c.secret = rand.Uint64() // ChaCha8, seeded by the OS: unpredictable
 }
 
 // insert makes an assigned call pending and starts its timer: expire runs
@@ -136,32 +139,51 @@ func (t *pendingTable) dropOnDone(ctx context.Context, c *call, drop func(*call)
 	})
 }
 
-// correlationID renders the correlation number of c as sent to the broker.
+// correlationID renders the correlation id of c as sent to the broker: the
+// table's prefix, the correlation number and the call's secret, both in
+// base 36. Knowing other calls' ids does not tell a third's.
 func (t *pendingTable) correlationID(c *call) string {
-	return t.prefix + strconv.FormatUint(c.corr, 36)
+	return t.prefix + strconv.FormatUint(c.corr, 36) + "." + strconv.FormatUint(c.secret, 36)
 }
 
-// parseCorrelation returns the correlation number of an id this table
-// issued; ok is false for ids of other processes or none.
-func (t *pendingTable) parseCorrelation(id string) (uint64, bool) {
-	if !strings.HasPrefix(id, t.prefix) {
-		return 0, false
+// corrRef is a correlation id this table issued, parsed.
+type corrRef struct {
+	n, secret uint64
+}
+
+// parseCorrelation parses an id with this table's prefix; ok is false for
+// ids of other processes or none. An id with our prefix that does not parse
+// is still ours: it matches no call (or, by a 2^-64 chance, mismatches one).
+func (t *pendingTable) parseCorrelation(id string) (ref corrRef, ok bool) {
+	rest, found := strings.CutPrefix(id, t.prefix)
+	if !found {
+		return corrRef{}, false
 	}
-	n, err := strconv.ParseUint(id[len(t.prefix):], 36, 64)
-	return n, err == nil
+	n, secret, _ := strings.Cut(rest, ".")
+	ref.n, _ = strconv.ParseUint(n, 36, 64)
+	ref.secret, _ = strconv.ParseUint(secret, 36, 64)
+	return ref, true
 }
 
-// takeByCorr removes and returns the call with correlation number n, or nil.
-func (t *pendingTable) takeByCorr(n uint64) *call {
-	s := &t.shards[n%pendingShards]
+// takeByCorr removes and returns the call ref names, when ref's secret is
+// the call's and token is the call's token (token "": the broker's return
+// of our own publish, not checked). Else it returns nil and why: "late"
+// (no call has that number any more) or "mismatch" (a call has it, but the
+// result is not its own: a guessed id, or one copied onto another token's
+// result); a mismatch leaves the call waiting for its own result.
+func (t *pendingTable) takeByCorr(ref corrRef, token string) (*call, string) {
+	s := &t.shards[ref.n%pendingShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.byCorr[n]
-	if c == nil {
-		return nil
+	c := s.byCorr[ref.n]
+	switch {
+	case c == nil:
+		return nil, "late"
+	case c.secret != ref.secret || (token != "" && token != c.token):
+		return nil, "mismatch"
 	}
 	s.removeLocked(c)
-	return c
+	return c, ""
 }
 
 // takeByKey removes and returns the oldest call of token with this method

@@ -301,9 +301,9 @@ func (p *publisher) run(confirms <-chan amqp.Confirmation, returns <-chan amqp.R
 				continue
 			}
 			// A return comes before the confirm of the same message.
-			if n, ok := p.r.pending.parseCorrelation(ret.CorrelationId); ok {
-				p.markReturned(n)
-				if c := p.r.pending.takeByCorr(n); c != nil {
+			if ref, ok := p.r.pending.parseCorrelation(ret.CorrelationId); ok {
+				p.markReturned(ref.n)
+				if c, _ := p.r.pending.takeByCorr(ref, ""); c != nil {
 					p.r.answerError(c, protocol.CodeUnroutable, unroutable(ret.Exchange, ret.RoutingKey))
 				}
 			}

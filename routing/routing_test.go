@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -126,8 +127,12 @@ func TestDispatchRouting(t *testing.T) {
 			body: `{"id":2,"type":"result","token":"t","method":"m"}`, wantBcast: []string{`t {"id":2,"type":"result","method":"m"}`}},
 		{name: "no match, redelivered: dropped", redeliver: true,
 			body: `{"id":2,"type":"result","token":"t","method":"m"}`, wantDropBy: "redelivered"},
-		{name: "our correlation id, no call: late, dropped", corr: func(r *Router, a, b *call) string { return r.pending.prefix + "zzz" },
+		{name: "our correlation id, no call: late, dropped", corr: func(r *Router, a, b *call) string { return r.pending.prefix + "zzz.1" },
 			body: `{"id":1,"type":"result","token":"t","method":"m"}`, wantDropBy: "late"},
+		{name: "another token's correlation id: mismatch, dropped, the call still waits", corr: func(r *Router, a, b *call) string { return r.pending.correlationID(b) },
+			body: `{"id":1,"type":"result","token":"other","method":"m"}`, wantDropBy: "mismatch"},
+		{name: "a guessed correlation id: mismatch, dropped", corr: func(r *Router, a, b *call) string { return r.pending.prefix + strconv.FormatUint(b.corr, 36) + ".1" },
+			body: `{"id":1,"type":"result","token":"t","method":"m"}`, wantDropBy: "mismatch"},
 		{name: "event: broadcast", corr: func(r *Router, a, b *call) string { return r.pending.correlationID(a) },
 			body: `{"type":"event","event":"e","token":"t"}`, wantBcast: []string{`t {"type":"event","event":"e"}`}},
 		{name: "not json", body: `nope`, wantDropBy: "not_json"},
@@ -218,9 +223,9 @@ func TestPendingTable(t *testing.T) {
 		t.Fatalf("pending %d", r.Pending())
 	}
 	for _, c := range calls {
-		n, ok := r.pending.parseCorrelation(r.pending.correlationID(c))
-		if !ok || n != c.corr {
-			t.Fatalf("correlation id does not round-trip: %v %v", n, ok)
+		ref, ok := r.pending.parseCorrelation(r.pending.correlationID(c))
+		if !ok || ref != (corrRef{c.corr, c.secret}) {
+			t.Fatalf("correlation id does not round-trip: %v %v", ref, ok)
 		}
 	}
 	if _, ok := r.pending.parseCorrelation("other.1"); ok {
@@ -232,8 +237,20 @@ func TestPendingTable(t *testing.T) {
 	if r.pending.take(calls[0]) {
 		t.Fatal("a call was taken twice")
 	}
-	if got := r.pending.takeByCorr(calls[1].corr); got != calls[1] {
-		t.Fatal("takeByCorr")
+	ref1 := corrRef{calls[1].corr, calls[1].secret}
+	for _, miss := range []struct {
+		ref   corrRef
+		token string
+	}{{corrRef{calls[1].corr, calls[1].secret + 1}, "t"}, {ref1, "u"}} {
+		if got, why := r.pending.takeByCorr(miss.ref, miss.token); got != nil || why != "mismatch" {
+			t.Fatalf("takeByCorr with a wrong secret or token: %v, %q; want nil, mismatch", got, why)
+		}
+	}
+	if got, _ := r.pending.takeByCorr(ref1, "t"); got != calls[1] {
+		t.Fatal("takeByCorr: the call's own secret and token did not find it")
+	}
+	if got, why := r.pending.takeByCorr(ref1, "t"); got != nil || why != "late" {
+		t.Fatalf("takeByCorr a second time: %v, %q; want nil, late", got, why)
 	}
 	if got := r.pending.takeByKey("t", []byte("1"), "m"); got != nil {
 		t.Fatal("takeByKey found a call taken by correlation")

@@ -589,3 +589,46 @@ func TestHTTPConnectionsBounded(t *testing.T) {
 		t.Fatalf("16 KiB of headers: HTTP %d, want 431", resp.StatusCode)
 	}
 }
+
+// A result carrying this node's correlation_id is delivered only to its own
+// call's token: copied onto another token's result (a backend's bug, or a
+// guess: the ids are not guessable either), it is dropped and counted
+// (mismatch), and the call it names still gets its own result.
+func TestCorrelationMismatchDropped(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t, h.WithEnv("PIPED_REQUESTS_TIMEOUT=10s"))
+	ch := h.Channel(t)
+	ta, tb := h.UniqueID("tok-a"), h.UniqueID("tok-b")
+	a, b := h.Dial(t, n, ta), h.Dial(t, n, tb)
+	a.Send(t, `{"id":1,"method":"m"}`)
+	da := getCall(t, ch, n, 5*time.Second)
+	b.Send(t, `{"id":1,"method":"m"}`)
+	db := getCall(t, ch, n, 5*time.Second)
+	if da.CorrelationId == db.CorrelationId || !strings.Contains(string(da.Body), ta) {
+		t.Fatalf("calls out of order: %s / %s", da.Body, db.Body)
+	}
+	result := func(token, payload string) []byte {
+		return []byte(`{"id":1,"type":"result","token":"` + token + `","payload":"` + payload + `"}`)
+	}
+	// B's result with A's correlation id, and one with a guessed id.
+	guess := da.CorrelationId[:strings.LastIndex(da.CorrelationId, ".")] + ".1"
+	h.PublishMany(t, "exchange-in-"+n.ID, "", []amqp.Publishing{
+		{CorrelationId: da.CorrelationId, Body: result(tb, "b-with-a's-id")},
+		{CorrelationId: guess, Body: result(ta, "guessed")},
+	})
+	h.Eventually(t, wait, "both counted as mismatch", func() bool {
+		return n.Metric(t, `piped_backend_messages_dropped_total{reason="mismatch"}`) == 2
+	})
+	a.Quiet(t, 200*time.Millisecond)
+	b.Quiet(t, 0)
+	h.PublishMany(t, "exchange-in-"+n.ID, "", []amqp.Publishing{
+		{CorrelationId: da.CorrelationId, Body: result(ta, "a")},
+		{CorrelationId: db.CorrelationId, Body: result(tb, "b")},
+	})
+	if f := a.NextFrame(t, wait); f.Type != "result" || string(f.Payload) != `"a"` {
+		t.Fatalf("A got %s, want its own result", f.Raw)
+	}
+	if f := b.NextFrame(t, wait); f.Type != "result" || string(f.Payload) != `"b"` {
+		t.Fatalf("B got %s, want its own result", f.Raw)
+	}
+}
