@@ -4,7 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -179,7 +179,7 @@ func runRaw(url string, m cpuMeter, id string, reliable bool, conns, w, rep int,
 func (l *rawLoad) publish(vc int) error {
 	l.mu.Lock()
 	l.seq++
-	corr := l.prefix + strconv.FormatUint(l.seq, 36) + "." + strconv.FormatUint(rand.Uint64(), 36) // the node's form: a random part too
+	corr := l.prefix + strconv.FormatUint(l.seq, 36) + "." + strconv.FormatUint(mrand.Uint64(), 36) // the node's form: a random part too
 	now := time.Now()
 	l.sent[corr] = rawCall{at: now, vconn: vc}
 	l.mu.Unlock()
