@@ -71,6 +71,11 @@ type WS struct {
 	SendQueueBytes int `koanf:"send_queue_bytes"`
 	// MaxInflight bounds the calls with an id awaiting their answer, per connection.
 	MaxInflight int `koanf:"max_inflight"`
+	// MaxDepth bounds how deeply a call's payload nests objects and arrays
+	// (the payload object itself is depth 1); 1 to 1000. Deeper calls are
+	// answered bad_request and never reach a backend, whose JSON decoder
+	// may recurse (Python's stops near 1000 with RecursionError).
+	MaxDepth int `koanf:"max_depth"`
 	// RatePerSecond and RateBurst are the per-connection call token bucket; 0 disables it.
 	RatePerSecond float64 `koanf:"rate_per_second"`
 	RateBurst     int     `koanf:"rate_burst"`
@@ -278,6 +283,7 @@ func Defaults() Config {
 			WriteTimeout:    10 * time.Second,
 			SendQueueBytes:  1 << 20,
 			MaxInflight:     128,
+			MaxDepth:        64,
 			RatePerSecond:   200,
 			RateBurst:       400,
 			MaxConnections:  15000,

@@ -75,6 +75,7 @@ func (c *Config) Validate() error {
 	v.positive("ws.write_timeout", w.WriteTimeout)
 	v.atLeast("ws.send_queue_bytes", w.SendQueueBytes, minSendQueueBytes)
 	v.atLeast("ws.max_inflight", w.MaxInflight, 1)
+	between(&v, "ws.max_depth", w.MaxDepth, 1, 1000)
 	switch r := w.RatePerSecond; {
 	case math.IsNaN(r) || r < 0:
 		v.add("ws.rate_per_second", "must be at least 0 (0 disables the limit), got %v", r)

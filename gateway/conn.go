@@ -95,6 +95,7 @@ func sinceEpoch() time.Duration { return time.Since(connEpoch) }
 type connConfig struct {
 	nodeID         string
 	maxMessage     int64
+	maxDepth       int // ws.max_depth
 	pingInterval   time.Duration
 	pongTimeout    time.Duration
 	writeTimeout   time.Duration

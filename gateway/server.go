@@ -145,6 +145,7 @@ func New(o Options) *Server {
 		cfg: &connConfig{
 			nodeID:         o.NodeID,
 			maxMessage:     o.WS.MaxMessageBytes,
+			maxDepth:       o.WS.MaxDepth,
 			pingInterval:   o.WS.PingInterval,
 			pongTimeout:    o.WS.PongTimeout,
 			writeTimeout:   o.WS.WriteTimeout,

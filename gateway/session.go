@@ -96,6 +96,10 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 		c.reject(ctx, f.ID, protocol.CodeBadRequest, "methods starting with $ are reserved")
 		return
 	}
+	if f.Payload != nil && protocol.DeeperThan(f.Payload, c.cfg.maxDepth) {
+		c.reject(ctx, f.ID, protocol.CodeBadRequest, "payload nested too deeply (ws.max_depth "+strconv.Itoa(c.cfg.maxDepth)+")")
+		return
+	}
 	lim := c.cfg.limits.Load()
 	now := time.Now()
 	c.bucket.setLimits(lim)

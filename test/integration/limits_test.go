@@ -632,3 +632,27 @@ func TestCorrelationMismatchDropped(t *testing.T) {
 		t.Fatalf("B got %s, want its own result", f.Raw)
 	}
 }
+
+// A payload nested deeper than ws.max_depth is answered bad_request with its
+// id and never published (a 30 KB frame nested 5,000 deep used to reach the
+// backend, where Python's json raised RecursionError and the process
+// died); one at the limit goes through.
+func TestDeepPayloadRefused(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t)
+	ch := h.Channel(t)
+	c := h.Dial(t, n, h.UniqueID("tok"))
+	nest := func(depth int) string {
+		return strings.Repeat(`{"a":`, depth-1) + "{}" + strings.Repeat("}", depth-1)
+	}
+	c.Send(t, `{"id":"deep","method":"m","payload":`+nest(5000)+`}`)
+	f := c.NextFrame(t, wait)
+	if f.Type != "error" || f.Error.Code != "bad_request" || string(f.ID) != `"deep"` || !strings.Contains(f.Error.Message, "nested too deeply") {
+		t.Fatalf("got %s, want bad_request \"payload nested too deeply\" for id \"deep\"", f.Raw)
+	}
+	c.Send(t, `{"id":"ok","method":"m","payload":`+nest(64)+`}`)
+	d := getCall(t, ch, n, 5*time.Second)
+	if !strings.Contains(string(d.Body), `"id":"ok"`) {
+		t.Fatalf("the first call published is %.80s, want the one at the limit", d.Body)
+	}
+}
