@@ -30,3 +30,9 @@ const (
 // MaxMethodLength is the longest method name accepted (bytes, after
 // unescaping).
 const MaxMethodLength = 255
+
+// MaxIDLength is the longest id accepted, in bytes of its raw JSON. It
+// bounds what a call's id costs: the copy held while the call waits, and
+// the canonical key results are matched by (an exponent of 60,000 digits
+// would otherwise cost milliseconds of big-number arithmetic).
+const MaxIDLength = 256

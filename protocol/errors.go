@@ -25,6 +25,7 @@ const (
 	reasonMethodEmpty       = "method must not be empty"
 	reasonMethodTooLong     = "method is longer than 255 bytes"
 	reasonIDType            = "id must be a string or a number"
+	reasonIDTooLong         = "id is longer than 256 bytes"
 	reasonPayloadType       = "payload must be a JSON object"
 	reasonTraceParentType   = "traceparent must be a string"
 	reasonTraceStateType    = "tracestate must be a string"

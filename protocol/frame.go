@@ -87,12 +87,18 @@ func ParseFrame(b []byte) (Frame, error) {
 
 	// Read the id first so that every error below can echo it. Errors are
 	// reported in a fixed order: method, id, payload, traceparent, tracestate.
-	var idErr bool
+	// An id longer than MaxIDLength is never echoed: it is not an id a
+	// client can be waiting for, and sending it back would cost its size.
+	var idErr, idLong bool
 	if id.set {
 		switch b[id.start] {
 		case 'n': // null: absent
 		case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-			f.ID = b[id.start:id.end]
+			if id.end-id.start > MaxIDLength {
+				idLong = true
+			} else {
+				f.ID = b[id.start:id.end]
+			}
 		default:
 			idErr = true
 		}
@@ -118,7 +124,14 @@ func ParseFrame(b []byte) (Frame, error) {
 	}
 
 	if idErr {
-		return Frame{}, &FrameError{ID: b[id.start:id.end], Reason: reasonIDType}
+		var echo []byte
+		if id.end-id.start <= MaxIDLength {
+			echo = b[id.start:id.end]
+		}
+		return Frame{}, &FrameError{ID: echo, Reason: reasonIDType}
+	}
+	if idLong {
+		return Frame{}, &FrameError{Reason: reasonIDTooLong}
 	}
 
 	if payload.set {

@@ -49,12 +49,15 @@ func refParseFrame(b []byte) refFrame {
 	}
 	var f Frame
 	rawID, hasID := m["id"]
-	idBad := false
+	idBad, idLong := false, false
 	if hasID && string(rawID) != "null" {
-		if rawID[0] == '"' || isNumberStart(rawID) {
-			f.ID = rawID
-		} else {
+		switch {
+		case rawID[0] != '"' && !isNumberStart(rawID):
 			idBad = true
+		case len(rawID) > MaxIDLength:
+			idLong = true // never echoed
+		default:
+			f.ID = rawID
 		}
 	}
 	fail := func(reason string) refFrame { return refFrame{reason: reason, errID: f.ID} }
@@ -75,7 +78,13 @@ func refParseFrame(b []byte) refFrame {
 		return fail(reasonMethodTooLong)
 	}
 	if idBad {
+		if len(rawID) > MaxIDLength {
+			rawID = nil // never echoed
+		}
 		return refFrame{reason: reasonIDType, errID: rawID}
+	}
+	if idLong {
+		return refFrame{reason: reasonIDTooLong}
 	}
 	if raw, ok := m["payload"]; ok && string(raw) != "null" {
 		if raw[0] != '{' {

@@ -201,6 +201,14 @@ func (d *dispatcher) match(del *amqp.Delivery, in *protocol.Inbound) (*call, str
 		}
 		return nil, why // late or mismatch
 	}
+	if len(in.ID) > protocol.MaxIDLength {
+		// No call has such an id (the gateway refuses them), and its key
+		// could cost the dispatcher milliseconds: nothing to match.
+		if del.Redelivered {
+			return nil, "redelivered"
+		}
+		return nil, "broadcast"
+	}
 	if c := r.pending.takeByKey(in.Token, in.ID, in.Method); c != nil {
 		return c, "match"
 	}

@@ -656,3 +656,23 @@ func TestDeepPayloadRefused(t *testing.T) {
 		t.Fatalf("the first call published is %.80s, want the one at the limit", d.Body)
 	}
 }
+
+// An id longer than 256 bytes is refused at once, without an id in the
+// answer and without canonicalising it (1e followed by 60,000 nines cost
+// 9-10 ms of big-number arithmetic, on the result dispatcher too, and was
+// held, copied, until the call's timeout).
+func TestLongIDRefused(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t)
+	ch := h.Channel(t)
+	c := h.Dial(t, n, h.UniqueID("tok"))
+	c.Send(t, `{"id":1e`+strings.Repeat("9", 60000)+`,"method":"m"}`)
+	f := c.NextFrame(t, wait)
+	if f.Type != "error" || f.Error.Code != "bad_request" || f.ID != nil || f.Error.Message != "id is longer than 256 bytes" {
+		t.Fatalf("got %.200s, want bad_request \"id is longer than 256 bytes\" without an id", f.Raw)
+	}
+	c.Send(t, `{"id":"`+strings.Repeat("u", 254)+`","method":"m"}`) // 256 bytes: accepted
+	if d := getCall(t, ch, n, 5*time.Second); !strings.Contains(string(d.Body), strings.Repeat("u", 254)) {
+		t.Fatalf("the call published is %.80s, want the one with the 256-byte id", d.Body)
+	}
+}
