@@ -79,6 +79,13 @@ type WS struct {
 	// RatePerSecond and RateBurst are the per-connection call token bucket; 0 disables it.
 	RatePerSecond float64 `koanf:"rate_per_second"`
 	RateBurst     int     `koanf:"rate_burst"`
+	// FrameRate and FrameBurst are the per-connection frame budget that every
+	// frame a client sends draws from (calls, pings, bad and refused frames,
+	// control frames); 0 disables it. Over budget, messages are refused
+	// (too_many_requests); FrameBurst frames beyond that close the
+	// connection with 1008 (rate_limited).
+	FrameRate  float64 `koanf:"frame_rate"`
+	FrameBurst int     `koanf:"frame_burst"`
 	// MaxConnections refuses upgrades beyond this many open connections on the node; 0 = no limit.
 	MaxConnections int `koanf:"max_connections"`
 	// TokenMaxLength is the longest session token accepted in the URL path, in bytes; 1–4096.
@@ -284,6 +291,8 @@ func Defaults() Config {
 			SendQueueBytes:  1 << 20,
 			MaxInflight:     128,
 			MaxDepth:        64,
+			FrameRate:       400,
+			FrameBurst:      800,
 			RatePerSecond:   200,
 			RateBurst:       400,
 			MaxConnections:  15000,

@@ -87,6 +87,17 @@ func (c *Config) Validate() error {
 	} else if w.RateBurst < 0 {
 		v.add("ws.rate_burst", "must be at least 0, got %d", w.RateBurst)
 	}
+	switch r := w.FrameRate; {
+	case math.IsNaN(r) || r < 0:
+		v.add("ws.frame_rate", "must be at least 0 (0 disables the budget), got %v", r)
+	case math.IsInf(r, 0):
+		v.add("ws.frame_rate", "must be finite (0 disables the budget), got %v", r)
+	}
+	if w.FrameRate > 0 && w.FrameBurst < 1 {
+		v.add("ws.frame_burst", "must be at least 1 when ws.frame_rate is above 0, got %d", w.FrameBurst)
+	} else if w.FrameBurst < 0 {
+		v.add("ws.frame_burst", "must be at least 0, got %d", w.FrameBurst)
+	}
 	v.atLeast("ws.max_connections", w.MaxConnections, 0)
 	between(&v, "ws.token_max_length", w.TokenMaxLength, 1, maxTokenLength)
 

@@ -59,6 +59,8 @@ type Conn struct {
 
 	// Owned by the reader (one at a time, handed over by armed).
 	rd           frameReader
+	budget       frameBudget   // ws.frame_rate: every frame
+	overBudget   bool          // the message being read drew from an empty budget: it is refused
 	bucket       tokenBucket   // ws.rate_per_second
 	routeBuckets []routeBucket // one per route with a rate that this connection called, lazily
 	// ctx is every call's context, done when the connection ends; made by
@@ -96,6 +98,8 @@ type connConfig struct {
 	nodeID         string
 	maxMessage     int64
 	maxDepth       int // ws.max_depth
+	frameRate      float64
+	frameBurst     int
 	pingInterval   time.Duration
 	pongTimeout    time.Duration
 	writeTimeout   time.Duration
@@ -111,7 +115,8 @@ type connConfig struct {
 }
 
 func newConn(nc net.Conn, ident Identity, hub *Hub, router Router, cfg *connConfig) *Conn {
-	c := &Conn{nc: nc, token: ident.Subject, expires: ident.Expires, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg, fd: -1}
+	c := &Conn{nc: nc, token: ident.Subject, expires: ident.Expires, id: cfg.newConnID(), hub: hub, router: router, cfg: cfg, fd: -1,
+		budget: newFrameBudget(cfg.frameRate, cfg.frameBurst)}
 	c.bucket.setLimits(cfg.limits.Load())
 	return c
 }

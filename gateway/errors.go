@@ -45,6 +45,9 @@ var (
 	DisconnectSlow = Disconnect{4008, "slow_client"}
 	// DisconnectTokenExpired: the verified token's expiry (Identity.Expires) passed while the connection was open.
 	DisconnectTokenExpired = Disconnect{4003, "token_expired"}
+	// DisconnectRateLimited: the client kept sending ws.frame_burst frames
+	// after its frame budget (ws.frame_rate) was spent and its frames refused.
+	DisconnectRateLimited = Disconnect{websocket.ClosePolicyViolation, "rate_limited"}
 	// DisconnectShutdown: the node is shutting down; reconnect (to another node).
 	DisconnectShutdown = Disconnect{websocket.CloseServiceRestart, "shutdown"}
 )

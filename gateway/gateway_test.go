@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -367,5 +368,82 @@ func TestEmptyTokenIs400(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "token is empty") {
 		t.Fatalf("GET /api/: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestFrameBudget(t *testing.T) {
+	start := time.Unix(1000, 0)
+	tests := []struct {
+		name     string
+		rate     float64
+		burst    int
+		frames   int           // drawn at once, at start
+		after    time.Duration // then one more, this long after
+		wantOK   bool          // of the last frame
+		wantOver bool
+	}{
+		{"within the burst", 10, 5, 5, 0, true, false},
+		{"beyond the burst: refused", 10, 5, 6, 0, false, false},
+		{"burst more refused: over", 10, 5, 10, 0, false, false},
+		{"burst more and one: over", 10, 5, 11, 0, false, true},
+		{"the budget refills", 10, 5, 10, time.Second, true, false},
+		{"off", 0, 0, 100000, 0, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newFrameBudget(tt.rate, tt.burst)
+			var ok, over bool
+			for range tt.frames {
+				ok, over = b.take(start)
+			}
+			if tt.after > 0 {
+				ok, over = b.take(start.Add(tt.after))
+			}
+			if ok != tt.wantOK || over != tt.wantOver {
+				t.Fatalf("last frame: ok %v over %v, want %v %v", ok, over, tt.wantOK, tt.wantOver)
+			}
+		})
+	}
+}
+
+// A client that floods frames — pings, calls, refused ones alike — gets its
+// budget answered, then too_many_requests with each call's id, then, after
+// ws.frame_burst more, close 1008 rate_limited.
+func TestFrameFloodClosed(t *testing.T) {
+	ts := newTestServer(t, func(ws *config.WS) { ws.FrameRate = 1; ws.FrameBurst = 10; ws.RatePerSecond = 0 })
+	c := ts.dial(t, "flood")
+	var frames []byte
+	for i := range 40 {
+		method := "ping"
+		if i%2 == 1 {
+			method = "m"
+		}
+		frames = append(frames, maskedText(`{"id":`+strconv.Itoa(i)+`,"method":"`+method+`"}`)...)
+	}
+	if _, err := c.NetConn().Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	answered, refused := 0, 0
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			if !websocket.IsCloseError(err, DisconnectRateLimited.Code) {
+				t.Fatalf("after %d answers and %d refusals: %v, want close 1008", answered, refused, err)
+			}
+			break
+		}
+		switch msg := string(b); {
+		case strings.Contains(msg, `"too_many_requests"`) && strings.Contains(msg, `frame rate limit exceeded (ws.frame_rate)`):
+			if want := `"id":` + strconv.Itoa(answered+refused); !strings.Contains(msg, want) {
+				t.Fatalf("refusal %s lacks %s", msg, want)
+			}
+			refused++
+		default:
+			answered++
+		}
+	}
+	if answered != 10 || refused != 10 {
+		t.Fatalf("%d answered, %d refused before the close; want 10 and 10 (ws.frame_burst each)", answered, refused)
 	}
 }

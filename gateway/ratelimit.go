@@ -79,3 +79,33 @@ type routeBucket struct {
 	rt     *routetable.Route
 	bucket tokenBucket
 }
+
+// frameBudget is a connection's budget of frames (ws.frame_rate,
+// ws.frame_burst): every frame the client sends draws one. Below zero the
+// frames are refused, and burst frames below zero the connection is
+// closed: what one client can make the node do is bounded whatever it
+// sends. Owned by the reader: not safe for concurrent use. A zero rate
+// disables it.
+type frameBudget struct {
+	rate, burst float64
+	tokens      float64 // from burst down to -burst
+	last        time.Time
+}
+
+func newFrameBudget(rate float64, burst int) frameBudget {
+	return frameBudget{rate: rate, burst: float64(burst), tokens: float64(burst)}
+}
+
+// take draws one frame at time now. ok: within the budget. over: the
+// client went on sending burst frames after being refused; close it.
+func (b *frameBudget) take(now time.Time) (ok, over bool) {
+	if b.rate <= 0 {
+		return true, false
+	}
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	b.tokens--
+	return b.tokens >= 0, b.tokens < -b.burst
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/piped-dev/piped/internal/wsframe"
@@ -173,9 +174,18 @@ func (c *Conn) frames(buf []byte) (off, need int, d Disconnect, ok bool) {
 	return len(buf), 0, Disconnect{}, true
 }
 
-// onFrame handles one frame; p is reused after it returns.
+// onFrame handles one frame; p is reused after it returns. Every frame
+// draws from the connection's frame budget first.
 func (c *Conn) onFrame(h wsframe.Header, p []byte) (Disconnect, bool) {
 	r := &c.rd
+	ok, over := c.budget.take(time.Now())
+	if over {
+		c.fail(&wsframe.Error{Code: DisconnectRateLimited.Code, Reason: "frame rate limit exceeded (ws.frame_rate); frames refused and still sent"})
+		return Disconnect{}, true
+	}
+	if !ok && !h.IsControl() {
+		c.overBudget = true // the message this frame belongs to is refused
+	}
 	switch h.Op {
 	case wsframe.OpPing:
 		c.mu.Lock()
@@ -245,6 +255,8 @@ func (c *Conn) fail(err error) {
 		d = DisconnectTooBig
 	case DisconnectBadData.Code:
 		d = DisconnectBadData
+	case DisconnectRateLimited.Code:
+		d = DisconnectRateLimited
 	}
 	c.rd.discard = true
 	c.mu.Lock()
@@ -261,6 +273,11 @@ func (c *Conn) message(op byte, p []byte) {
 		return
 	}
 	c.ensureContext()
+	if c.overBudget {
+		c.overBudget = false
+		c.refuseOverBudget(c.ctx, op, p)
+		return
+	}
 	if op == wsframe.OpText {
 		c.handleFrame(c.ctx, p)
 		return

@@ -146,6 +146,8 @@ func New(o Options) *Server {
 			nodeID:         o.NodeID,
 			maxMessage:     o.WS.MaxMessageBytes,
 			maxDepth:       o.WS.MaxDepth,
+			frameRate:      o.WS.FrameRate,
+			frameBurst:     o.WS.FrameBurst,
 			pingInterval:   o.WS.PingInterval,
 			pongTimeout:    o.WS.PongTimeout,
 			writeTimeout:   o.WS.WriteTimeout,

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/piped-dev/piped/internal/wsframe"
 	"github.com/piped-dev/piped/protocol"
 	"github.com/piped-dev/piped/routetable"
 	"github.com/piped-dev/piped/telemetry"
@@ -141,6 +142,24 @@ func (c *Conn) handleFrame(ctx context.Context, buf []byte) {
 	}
 	c.mu.Unlock()
 	c.router.Call(ctx, c.token, &f, rt, c)
+}
+
+// refuseOverBudget answers a message that came beyond the connection's
+// frame budget (ws.frame_rate) with too_many_requests, carrying its id
+// when it has one, and does nothing else with it.
+func (c *Conn) refuseOverBudget(ctx context.Context, op byte, p []byte) {
+	var id []byte
+	if op == wsframe.OpText {
+		f, err := protocol.ParseFrame(p)
+		var fe *protocol.FrameError
+		switch {
+		case err == nil:
+			id = f.ID
+		case errors.As(err, &fe):
+			id = fe.ID
+		}
+	}
+	c.reject(ctx, id, protocol.CodeTooManyRequests, "frame rate limit exceeded (ws.frame_rate)")
 }
 
 // maxRouteBuckets bounds a connection's per-route buckets; beyond it the

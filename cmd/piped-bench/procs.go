@@ -330,6 +330,7 @@ func startNode(ctx context.Context, o *options, url, id, mass string, extraEnv .
 		"PIPED_LOG_FORMAT=json",
 		"PIPED_LOG_LEVEL=warn",
 		"PIPED_WS_RATE_PER_SECOND=0",
+		"PIPED_WS_FRAME_RATE=0", // the 1 × 1 run sends over 1,000 frames/s on one connection
 		"PIPED_WS_MAX_CONNECTIONS=0",
 		"PIPED_SHUTDOWN_DRAIN_TIMEOUT=1s",
 		"PIPED_SHUTDOWN_TIMEOUT=3s",

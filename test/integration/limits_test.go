@@ -13,6 +13,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/piped-dev/piped/internal/wsframe"
 	h "github.com/piped-dev/piped/test/harness"
 )
 
@@ -675,4 +676,33 @@ func TestLongIDRefused(t *testing.T) {
 	if d := getCall(t, ch, n, 5*time.Second); !strings.Contains(string(d.Body), strings.Repeat("u", 254)) {
 		t.Fatalf("the call published is %.80s, want the one with the 256-byte id", d.Body)
 	}
+}
+
+// A client flooding frames outside the call rate limit — pings, invalid
+// frames, reserved methods, calls already refused — is held to its frame
+// budget and then closed with 1008 rate_limited, while a bystander on the
+// same node is answered throughout.
+func TestFrameFloodClosed(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t, h.WithEnv("PIPED_WS_FRAME_RATE=5", "PIPED_WS_FRAME_BURST=20"))
+	attacker := h.Dial(t, n, h.UniqueID("flood"))
+	bystander := h.Dial(t, n, h.UniqueID("bystander"))
+	kinds := []string{`{"id":%d,"method":"ping"}`, `{"id":%d,"method":"$connect"}`, `not json %d`, `{"id":%d}`}
+	var flood []byte
+	for i := range 200 {
+		flood = wsframe.AppendClientFrame(flood, 0x81, [4]byte{7, 7, 7, 7}, fmt.Appendf(nil, kinds[i%len(kinds)], i))
+	}
+	if _, err := attacker.WS.NetConn().Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	if code := attacker.CloseCode(t, wait); code != 1008 {
+		t.Fatalf("the flooding client was closed with %d, want 1008", code)
+	}
+	bystander.Send(t, `{"id":"b","method":"ping"}`)
+	if f := bystander.NextFrame(t, wait); f.Event != "pong" || string(f.ID) != `"b"` {
+		t.Fatalf("bystander got %s, want its pong", f.Raw)
+	}
+	h.Eventually(t, wait, "the close counted", func() bool {
+		return n.Metric(t, `piped_disconnects_total{reason="rate_limited"}`) == 1
+	})
 }
