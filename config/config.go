@@ -122,6 +122,11 @@ type AMQP struct {
 	InQueueExpires time.Duration `koanf:"in_queue_expires"`
 	// Prefetch is the AMQP prefetch count of the node's consumer; 1–65535.
 	Prefetch int `koanf:"prefetch"`
+	// MaxMessageBytes bounds a backend message (result, event, control)
+	// the node takes from its in-queue; larger ones are dropped and
+	// counted (too_big), and a call a dropped result carries the
+	// correlation id of is answered bad_result. 1 KiB to 128 MiB.
+	MaxMessageBytes int `koanf:"max_message_bytes"`
 	// ConfirmTimeout is how long a publish waits for the broker's confirm.
 	ConfirmTimeout time.Duration `koanf:"confirm_timeout"`
 	// ReconnectMin and ReconnectMax bound the delay between reconnect attempts.
@@ -308,6 +313,7 @@ func Defaults() Config {
 			MassExchange:      "exchange-mass",
 			InQueueExpires:    30 * time.Minute,
 			Prefetch:          512,
+			MaxMessageBytes:   1 << 20,
 			ConfirmTimeout:    5 * time.Second,
 			ReconnectMin:      100 * time.Millisecond,
 			ReconnectMax:      10 * time.Second,

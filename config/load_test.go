@@ -684,6 +684,7 @@ func TestValidate(t *testing.T) {
 		{"ws.write_timeout negative", "ws.write_timeout", func(c *Config) { c.WS.WriteTimeout = -time.Second }, ""},
 		{"ws.send_queue_bytes small", "ws.send_queue_bytes", func(c *Config) { c.WS.SendQueueBytes = 4095 }, "4096"},
 		{"ws.max_inflight zero", "ws.max_inflight", func(c *Config) { c.WS.MaxInflight = 0 }, ""},
+		{"amqp.max_message_bytes small", "amqp.max_message_bytes", func(c *Config) { c.AMQP.MaxMessageBytes = 10 }, "at least 1024"},
 		{"ws.frame_rate negative", "ws.frame_rate", func(c *Config) { c.WS.FrameRate = -1 }, "at least 0"},
 		{"ws.frame_burst zero with a rate", "ws.frame_burst", func(c *Config) { c.WS.FrameBurst = 0 }, "at least 1 when ws.frame_rate"},
 		{"ws.max_depth zero", "ws.max_depth", func(c *Config) { c.WS.MaxDepth = 0 }, "at least 1, got 0"},

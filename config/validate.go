@@ -156,6 +156,7 @@ func (c *Config) Validate() error {
 		v.add("amqp.in_queue_expires", "must be 0 (never expire) or at least 1s, got %v", e)
 	}
 	between(&v, "amqp.prefetch", a.Prefetch, 1, maxPrefetch)
+	between(&v, "amqp.max_message_bytes", a.MaxMessageBytes, 1<<10, 128<<20)
 	v.positive("amqp.confirm_timeout", a.ConfirmTimeout)
 	if a.ReconnectMin <= 0 {
 		v.add("amqp.reconnect_min", "must be greater than 0, got %v", a.ReconnectMin)

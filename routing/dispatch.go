@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -94,6 +95,10 @@ func (d *dispatcher) route(del *amqp.Delivery) {
 	if len(del.Headers) > 0 {
 		parent = r.prop.Extract(parent, AMQPHeaders(del.Headers))
 	}
+	if r.maxMessage > 0 && len(del.Body) > r.maxMessage {
+		d.dropTooBig(parent, del)
+		return
+	}
 	in, err := protocol.ParseMessage(del.Body)
 	if err != nil {
 		reason := "not_json"
@@ -173,6 +178,20 @@ func (d *dispatcher) dropNotUTF8(parent context.Context, del *amqp.Delivery, in 
 		}
 	}
 	d.dropMalformed(parent, del, reason, errNotUTF8)
+}
+
+// dropTooBig drops a message over amqp.max_message_bytes without reading
+// it; a result with the correlation id of a waiting call answers that call
+// with bad_result (its token is not checked: the message is not parsed,
+// and the error tells nothing of it).
+func (d *dispatcher) dropTooBig(parent context.Context, del *amqp.Delivery) {
+	r := d.r
+	if ref, ours := r.pending.parseCorrelation(del.CorrelationId); ours {
+		if c, _ := r.pending.takeByCorr(ref, ""); c != nil {
+			r.answerError(c, protocol.CodeBadResult, "the backend's result is larger than amqp.max_message_bytes ("+strconv.Itoa(r.maxMessage)+")")
+		}
+	}
+	d.dropMalformed(parent, del, "too_big", errTooBig)
 }
 
 // dropMalformed drops a message that cannot be routed, under a span of its own.

@@ -39,6 +39,10 @@ var errBadConnection = errors.New(`routing: an event's "connection" must be a no
 // before the node was ever ready; later the node is not ready until it exists.
 var ErrExchangeMissing = errors.New("routing: a route's exchange does not exist")
 
+// errTooBig is why a backend message over amqp.max_message_bytes is dropped
+// (reason too_big) unread.
+var errTooBig = errors.New("routing: the message is larger than amqp.max_message_bytes")
+
 // errNotUTF8 is why a backend message that is not valid UTF-8 is dropped
 // (reason not_utf8): clients get text frames, which must be UTF-8.
 var errNotUTF8 = errors.New("routing: the message is not valid UTF-8")

@@ -64,6 +64,7 @@ type Router struct {
 	nodeID             string
 	topo               Topology
 	prefetch           int
+	maxMessage         int // amqp.max_message_bytes; 0: no bound (tests)
 	heartbeat          time.Duration
 	confirmTimeout     time.Duration
 	reconnectMin       time.Duration
@@ -117,6 +118,7 @@ func New(o Options) *Router {
 		nodeID:             o.NodeID,
 		topo:               topo,
 		prefetch:           o.AMQP.Prefetch,
+		maxMessage:         o.AMQP.MaxMessageBytes,
 		heartbeat:          o.AMQP.Heartbeat,
 		confirmTimeout:     o.AMQP.ConfirmTimeout,
 		reconnectMin:       o.AMQP.ReconnectMin,

@@ -113,7 +113,7 @@ func NewMetricsForRegion(region string) *Metrics {
 		Control: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "piped_control_messages_total", Help: "Backend control messages carried out, by type and outcome (ok, bad_code)."}, []string{"type", "outcome"}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "piped_backend_messages_dropped_total", Help: "In-queue messages dropped, by reason (not_json, not_object, not_utf8, no_token, unknown_type, bad_control, bad_connection, late, mismatch, redelivered, no_connection)."}, []string{"reason"}),
+			Name: "piped_backend_messages_dropped_total", Help: "In-queue messages dropped, by reason (too_big, not_json, not_object, not_utf8, no_token, unknown_type, bad_control, bad_connection, late, mismatch, redelivered, no_connection)."}, []string{"reason"}),
 		CallDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "piped_call_duration_seconds", Help: "Time from a call's publish to its answer, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"outcome"}),

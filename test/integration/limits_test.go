@@ -706,3 +706,32 @@ func TestFrameFloodClosed(t *testing.T) {
 		return n.Metric(t, `piped_disconnects_total{reason="rate_limited"}`) == 1
 	})
 }
+
+// A backend message over amqp.max_message_bytes is dropped unread and
+// counted (too_big); a result carrying its call's correlation id answers
+// the call with bad_result. (A 5 MB broadcast used to cost every client of
+// the node its delivery time.)
+func TestTooBigBackendMessagesDropped(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t, h.WithEnv("PIPED_AMQP_MAX_MESSAGE_BYTES=4096", "PIPED_REQUESTS_TIMEOUT=10s"))
+	ch := h.Channel(t)
+	token := h.UniqueID("tok")
+	c := h.Dial(t, n, token)
+	c.Send(t, `{"id":1,"method":"m"}`)
+	d := getCall(t, ch, n, 5*time.Second)
+	big := strings.Repeat("x", 8192)
+	h.PublishMany(t, "exchange-in-"+n.ID, "", []amqp.Publishing{
+		{CorrelationId: d.CorrelationId, Body: []byte(`{"id":1,"type":"result","token":"` + token + `","payload":"` + big + `"}`)},
+		{Body: []byte(`{"type":"event","token":"` + token + `","event":"big","payload":"` + big + `"}`)},
+		{Body: []byte(`{"type":"event","token":"` + token + `","event":"after"}`)},
+	})
+	if f := c.NextFrame(t, wait); f.Type != "error" || f.Error.Code != "bad_result" || string(f.ID) != "1" {
+		t.Fatalf("got %.200s, want bad_result for id 1", f.Raw)
+	}
+	if f := c.NextFrame(t, wait); f.Event != "after" {
+		t.Fatalf("got %.200s, want the small event after the dropped one", f.Raw)
+	}
+	h.Eventually(t, wait, "both counted as too_big", func() bool {
+		return n.Metric(t, `piped_backend_messages_dropped_total{reason="too_big"}`) == 2
+	})
+}
