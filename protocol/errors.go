@@ -24,6 +24,7 @@ const (
 	reasonMethodNotString   = "method must be a string"
 	reasonMethodEmpty       = "method must not be empty"
 	reasonMethodTooLong     = "method is longer than 255 bytes"
+	reasonMethodControl     = "method must not contain control characters"
 	reasonIDType            = "id must be a string or a number"
 	reasonIDTooLong         = "id is longer than 256 bytes"
 	reasonPayloadType       = "payload must be a JSON object"

@@ -122,6 +122,16 @@ func ParseFrame(b []byte) (Frame, error) {
 	} else if len(raw) > 6*MaxMethodLength || unquotedLen(raw) > MaxMethodLength {
 		return Frame{}, &FrameError{ID: f.ID, Reason: reasonMethodTooLong}
 	}
+	// A method becomes a routing key and a log field: no NUL, newline or
+	// other control character (JSON lets them in as escapes, and DEL raw).
+	if methodFlags != 0 {
+		f.Method = unquote(raw, methodFlags)
+		if hasControl(f.Method) {
+			return Frame{}, &FrameError{ID: f.ID, Reason: reasonMethodControl}
+		}
+	} else if hasControl(raw) {
+		return Frame{}, &FrameError{ID: f.ID, Reason: reasonMethodControl}
+	}
 
 	if idErr {
 		var echo []byte
@@ -151,7 +161,9 @@ func ParseFrame(b []byte) (Frame, error) {
 		return Frame{}, &FrameError{ID: f.ID, Reason: reasonTraceStateType}
 	}
 
-	f.Method = unquote(raw, methodFlags)
+	if f.Method == "" { // not unquoted above: no escapes
+		f.Method = unquote(raw, methodFlags)
+	}
 	if traceParent.set {
 		f.TraceParent = unquote(b[traceParent.start+1:traceParent.end-1], parentFlags)
 	}
@@ -169,4 +181,14 @@ func stringFlags(b []byte, v span) uint8 {
 		return flags
 	}
 	return 0
+}
+
+// hasControl reports whether s has a C0 control character or DEL.
+func hasControl[S string | []byte](s S) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }

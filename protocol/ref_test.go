@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -76,6 +77,9 @@ func refParseFrame(b []byte) refFrame {
 	}
 	if len(f.Method) > MaxMethodLength {
 		return fail(reasonMethodTooLong)
+	}
+	if strings.IndexFunc(f.Method, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return fail(reasonMethodControl)
 	}
 	if idBad {
 		if len(rawID) > MaxIDLength {

@@ -15,7 +15,7 @@ func TestRoundTrip(t *testing.T) {
 		`{"id":1.000000000000000000001,"method":"m","payload":{"d":1.000000000000000000001}}`,
 		`{"id":-1.5E+400,"method":"m"}`,
 		`{"id":"\u00e9","method":"m","payload":{"s":"\u00e9\ud83d\ude00\ud800"}}`,
-		`{"id":"\"\\\/\b\f\n\r\t","method":"a\"b\\c\n\u0001\u2028","payload":{"":""}}`,
+		`{"id":"\"\\\/\b\f\n\r\t\u0001","method":"a\"b\\c\u2028","payload":{"":""}}`, // control characters are refused in methods
 		"{ \"id\" : \"x\" ,\n \"method\" : \"m\" , \"payload\" : { \"a\" : [ 1 , { } , [ ] ] } }",
 		`{"meth\u006fd":"m","\u0069d":0,"p\u0061yload":{"token":"forged","id":"inner"}}`,
 		`{"method":"m","payload":` + nested(500) + `}`,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -734,4 +735,20 @@ func TestTooBigBackendMessagesDropped(t *testing.T) {
 	h.Eventually(t, wait, "both counted as too_big", func() bool {
 		return n.Metric(t, `piped_backend_messages_dropped_total{reason="too_big"}`) == 2
 	})
+}
+
+// A method with a NUL, a newline or another control character is refused
+// before it can become a routing key or a log line.
+func TestControlCharacterMethodRefused(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t)
+	c := h.Dial(t, n, h.UniqueID("tok"))
+	for i, m := range []string{`a\u0000b`, `a\nlevel=ERROR msg=forged`, "a\x7fb"} {
+		c.Send(t, fmt.Sprintf(`{"id":%d,"method":"%s"}`, i, m))
+		f := c.NextFrame(t, wait)
+		if f.Error.Code != "bad_request" || f.Error.Message != "method must not contain control characters" || string(f.ID) != strconv.Itoa(i) {
+			t.Fatalf("method %q: got %s", m, f.Raw)
+		}
+	}
+	settled(t, n, c)
 }
