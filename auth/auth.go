@@ -69,6 +69,10 @@ func New(ctx context.Context, cfg config.Auth, log *slog.Logger) (*JWT, error) {
 		return nil, err
 	}
 	if cfg.JWKSURL != "" {
+		if insecureJWKS(cfg.JWKSURL) {
+			log.Warn("auth.jwks_url is http:// to another host: whoever sits on the path can replace the keys and sign any token; use https://",
+				"url", config.RedactURL(cfg.JWKSURL))
+		}
 		v.jwks = newJWKSCache(cfg.JWKSURL, log)
 		n, err := v.jwks.fetch(ctx)
 		if err != nil {

@@ -254,6 +254,16 @@ func TestNewErrors(t *testing.T) {
 	defer broken.Close()
 	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 500) }))
 	defer failing.Close()
+	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"keys":[],"pad":"`)
+		for range 4 << 10 { // 4 MiB, never held: the fetch fails at 1 MiB
+			if _, err := w.Write(bytes.Repeat([]byte("x"), 1024)); err != nil {
+				return
+			}
+		}
+		io.WriteString(w, `"}`)
+	}))
+	defer huge.Close()
 	for _, tc := range []struct {
 		name string
 		cfg  config.Auth
@@ -271,6 +281,7 @@ func TestNewErrors(t *testing.T) {
 		{"JWKS unreachable", config.Auth{JWKSURL: down.URL + "/jwks"}, ErrJWKS, "connection refused"},
 		{"JWKS not JSON", config.Auth{JWKSURL: broken.URL}, ErrJWKS, ""},
 		{"JWKS 500", config.Auth{JWKSURL: failing.URL}, ErrJWKS, "500"},
+		{"JWKS over 1 MiB", config.Auth{JWKSURL: huge.URL}, ErrJWKS, "larger than 1 MiB"},
 		{"negative refresh", config.Auth{JWTSecret: testSecret, JWKSRefresh: -time.Second}, nil, "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -501,4 +512,22 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+func TestInsecureJWKS(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want bool
+	}{
+		{"https://keys.example/jwks", false},
+		{"http://keys.example/jwks", true},
+		{"HTTP://10.0.0.5/jwks", true},
+		{"http://127.0.0.1:8080/jwks", false},
+		{"http://[::1]/jwks", false},
+		{"http://localhost/jwks", false},
+	} {
+		if got := insecureJWKS(tc.url); got != tc.want {
+			t.Errorf("insecureJWKS(%q) = %v, want %v", tc.url, got, tc.want)
+		}
+	}
 }

@@ -2,9 +2,14 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +22,54 @@ import (
 
 // jwksTimeout bounds one fetch of the JWKS, at start and on every refresh.
 const jwksTimeout = 10 * time.Second
+
+// maxJWKSBytes bounds a JWKS response: a JWKS of 100 RSA-4096 keys is about
+// 80 KB; a larger body fails the fetch (and a refresh keeps the old keys)
+// instead of being held in memory.
+const maxJWKSBytes = 1 << 20
+
+// errJWKSTooLarge is the read error of a JWKS response over maxJWKSBytes.
+var errJWKSTooLarge = errors.New("auth: the JWKS response is larger than 1 MiB")
+
+// limitedTransport cuts every response body at maxJWKSBytes.
+type limitedTransport struct{ next http.RoundTripper }
+
+func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err == nil {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxJWKSBytes}
+	}
+	return resp, err
+}
+
+// limitedBody fails once more than left bytes were read.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return n, errJWKSTooLarge
+	}
+	return n, err
+}
+
+// insecureJWKS reports whether raw is a plain http:// URL to a host that is
+// not this machine.
+func insecureJWKS(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") {
+		return false
+	}
+	h := u.Hostname()
+	ip := net.ParseIP(h)
+	return h != "localhost" && (ip == nil || !ip.IsLoopback())
+}
 
 // jwksCache holds the keys of a JWKS document. Verify reads them from
 // memory only: fetching happens at start (fetch) and in the refresh loop
@@ -33,7 +86,8 @@ type jwksCache struct {
 }
 
 func newJWKSCache(url string, log *slog.Logger) *jwksCache {
-	return &jwksCache{url: url, client: &http.Client{Timeout: jwksTimeout}, log: log}
+	return &jwksCache{url: url, log: log,
+		client: &http.Client{Timeout: jwksTimeout, Transport: limitedTransport{next: http.DefaultTransport}}}
 }
 
 // fetch downloads and parses the JWKS and, when that worked, makes its keys

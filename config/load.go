@@ -91,7 +91,8 @@ func Load(args []string, environ []string, usage io.Writer) (*Config, error) {
 		return nil, fmt.Errorf("config: %w (see --help)", err)
 	}
 	if flags.NArg() > 0 {
-		return nil, fmt.Errorf("config: unexpected argument %q: piped takes only flags (see --help)", flags.Arg(0))
+		// Not echoed: a stray argument may be a secret that lost its flag.
+		return nil, fmt.Errorf("config: %d unexpected argument(s), the first of %d bytes: piped takes only flags (see --help)", flags.NArg(), len(flags.Arg(0)))
 	}
 
 	var errs []error

@@ -106,7 +106,9 @@ func loggable(f field, c *Config) any {
 // "xxxxx" when it does not parse as a URL with a scheme whose user info is
 // where it belongs — in "user:pass@host" the password would pass as opaque
 // data or a path, and in "amqp://user:12/pass@host" (an unescaped "/") as the
-// path. The empty string stays empty. It is the one redactor of URLs in Piped.
+// path. The query's values are replaced by "xxxxx" too (keys stay): a
+// JWKS URL may carry an access token there. The empty string stays empty.
+// It is the one redactor of URLs in Piped.
 func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
@@ -114,6 +116,16 @@ func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" || u.Opaque != "" || strayAt(u) {
 		return redactedURL
+	}
+	if u.RawQuery != "" {
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return redactedURL
+		}
+		for k := range q {
+			q[k] = []string{redactedURL}
+		}
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

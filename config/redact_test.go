@@ -19,6 +19,8 @@ func TestRedactURL(t *testing.T) {
 		{"", ""},
 		{"AMQP://u:s3cret@h/", "amqp://u:xxxxx@h/"},
 		{"amqp://u:s3cret@h:5672/", "amqp://u:xxxxx@h:5672/"},
+		{"https://keys.example/jwks?access_token=s3cret&v=2", "https://keys.example/jwks?access_token=xxxxx&v=xxxxx"}, // query values
+		{"amqp://u@h/?heartbeat=10", "amqp://u@h/?heartbeat=xxxxx"},
 		// Replaced entirely:
 		{"u:s3cret@h:5672", "xxxxx"},                // no scheme: the password parses as opaque data
 		{"u:s3cret@h/?next=amqp://x", "xxxxx"},      // no scheme, a "://" further on

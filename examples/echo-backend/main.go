@@ -34,6 +34,18 @@ func main() {
 	os.Exit(serve(os.Args[1:]))
 }
 
+// urlHelp describes --amqp-url's default without showing it: the URL
+// (from the environment) may hold a password, and --help prints defaults.
+const urlHelp = "AMQP URL (default: $AMQP_URL, else $PIPED_AMQP_URL, else " + echo.DefaultURL + ")"
+
+// amqpURL is --amqp-url's value, or defaultURL() when it was not given.
+func amqpURL(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return defaultURL()
+}
+
 func defaultURL() string {
 	for _, env := range []string{"AMQP_URL", "PIPED_AMQP_URL"} {
 		if v := os.Getenv(env); v != "" {
@@ -50,7 +62,7 @@ func serve(args []string) int {
 		fmt.Fprintf(fs.Output(), "usage: echo-backend [flags]\n       echo-backend event --token T --event NAME [--payload JSON]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	url := fs.String("amqp-url", defaultURL(), "AMQP URL (env AMQP_URL)")
+	url := fs.String("amqp-url", "", urlHelp)
 	nodes := fs.String("nodes", "1", "comma-separated ids of the nodes to serve")
 	replyVia := fs.String("reply-via", echo.ReplyViaExchangeIn, `where answers go: "exchange-in" (exchange-in-ID) or "reply-to" (default exchange, routing key reply_to)`)
 	noCorrelation := fs.Bool("no-correlation-id", false, "do not copy correlation_id onto answers (like a backend written for the original protocol)")
@@ -82,7 +94,7 @@ func serve(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := echo.Run(ctx, echo.Config{
-		URL:               *url,
+		URL:               amqpURL(*url),
 		Nodes:             ids,
 		QueueOutPrefix:    *queueOut,
 		ExchangeInPrefix:  *exchangeIn,
@@ -102,7 +114,7 @@ func serve(args []string) int {
 // event publishes one event to the mass exchange and exits.
 func event(args []string) int {
 	fs := flag.NewFlagSet("echo-backend event", flag.ContinueOnError)
-	url := fs.String("amqp-url", defaultURL(), "AMQP URL (env AMQP_URL)")
+	url := fs.String("amqp-url", "", urlHelp)
 	mass := fs.String("mass-exchange", echo.DefaultMassExchange, "exchange for events")
 	token := fs.String("token", "", "token whose connections get the event (required)")
 	name := fs.String("event", "", "event name (required)")
@@ -124,7 +136,7 @@ func event(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := echo.PublishEvent(ctx, *url, *mass, *token, *name, raw); err != nil {
+	if err := echo.PublishEvent(ctx, amqpURL(*url), *mass, *token, *name, raw); err != nil {
 		fmt.Fprintf(os.Stderr, "echo-backend event: %v\n", err)
 		return 1
 	}
