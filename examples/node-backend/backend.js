@@ -230,6 +230,17 @@ class Backend {
       ch.ack(msg);
       if (cfg.debug) log('debug', 'node-backend: answered', fields);
     } catch (err) {
+      if (!err || !err.requeue) {
+        // Not the broker's doing (a call this code cannot answer): drop it.
+        // Requeueing would bring it back forever; exiting would stop every call.
+        log('warn', 'node-backend: dropping a call that could not be answered', { ...fields, err: String(err && err.message) });
+        try {
+          ch.ack(msg);
+        } catch {
+          // The channel is gone.
+        }
+        return;
+      }
       // The publish was nacked or the channel is closing: give the call back.
       log('warn', 'node-backend: answering failed; requeueing the call', { ...fields, err: err.message });
       try {
@@ -245,7 +256,7 @@ class Backend {
   publish(exchange, body, props) {
     return new Promise((resolve, reject) => {
       this.ch.publish(exchange, '', Buffer.from(body, 'utf8'), { contentType: 'application/json', ...props }, (err) =>
-        err ? reject(err instanceof Error ? err : new Error(`broker nacked the publish to ${exchange}`)) : resolve());
+        err ? reject(Object.assign(err instanceof Error ? err : new Error(`broker nacked the publish to ${exchange}`), { requeue: true })) : resolve());
     });
   }
 }

@@ -164,9 +164,23 @@ class Backend:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def on_call(self, ch, node, deliver, props, body):
+        """Handles one delivery. Whatever it holds, the delivery is acked or
+        (only when the broker refused the answer) requeued, and the process
+        goes on: a message that cannot be handled is logged and dropped,
+        never requeued (it would come back forever) and never fatal."""
+        try:
+            self.handle(ch, node, deliver, props, body)
+        except pika.exceptions.AMQPError:
+            raise  # the session ended: the reconnect loop takes over
+        except Exception as e:  # noqa: BLE001 - one bad message must not stop the backend
+            log.warning("dropping a message that could not be handled (node %s, %d bytes): %s",
+                        node, len(body), type(e).__name__)
+            ch.basic_ack(deliver.delivery_tag)
+
+    def handle(self, ch, node, deliver, props, body):
         try:
             call = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
             call = None
         if not isinstance(call, dict) or not isinstance(call.get("method"), str) or not isinstance(call.get("token"), str):
             # Never requeue what cannot be read: it would come back forever.

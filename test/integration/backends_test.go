@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,19 +48,71 @@ type backendID struct {
 	correlationOnly bool
 }
 
+// checkPython fails when Debian's python3 with pika is missing.
+func checkPython() error {
+	const py = "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		return fmt.Errorf("%s is missing (%v): install Debian's python3 and python3-pika (apt-get install -y python3-pika); .ci/run installs them", py, err)
+	}
+	if out, err := exec.Command(py, "-c", "import pika").CombinedOutput(); err != nil {
+		return fmt.Errorf("%s cannot import pika (%v: %s): install Debian's python3-pika (apt-get install -y python3-pika); .ci/run installs it", py, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// The README's inline Python backend, as a user copies it out of README.md,
+// survives a poison message and answers the call after it.
+func TestReadmePythonBackend(t *testing.T) {
+	t.Parallel()
+	if err := checkPython(); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const start = "#!/usr/bin/python3\n# Answers every call of node NODE_ID"
+	i := bytes.Index(readme, []byte(start))
+	if i < 0 {
+		t.Fatal("README.md has no inline Python backend starting " + strconv.Quote(start))
+	}
+	src := readme[i:]
+	src = src[:bytes.Index(src, []byte("\n```"))+1]
+	file := filepath.Join(t.TempDir(), "backend.py")
+	if err := os.WriteFile(file, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := h.StartNode(t)
+	cmd := exec.Command("/usr/bin/python3", file)
+	cmd.Env = append(os.Environ(), "NODE_ID="+n.ID, "AMQP_URL="+h.AMQPURL())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	poison(t, n)
+	c := h.Dial(t, n, h.UniqueID("tok"))
+	c.Send(t, `{"id":1,"method":"m","payload":{"x":1}}`)
+	select {
+	case <-exited:
+		t.Fatalf("the README backend exited (%v):\n%s", exitErr, out.String())
+	case f := <-c.Frames():
+		if fr := h.ParseFrame(t, f); fr.Type != "result" || string(fr.ID) != "1" {
+			t.Fatalf("got %s, want the result of call 1\n%s", f, out.String())
+		}
+	case <-time.After(wait):
+		t.Fatalf("no answer within %v\n%s", wait, out.String())
+	}
+}
+
 func TestPythonBackend(t *testing.T) {
 	t.Parallel()
 	testExampleBackend(t, exampleBackend{
-		check: func() error {
-			const py = "/usr/bin/python3"
-			if _, err := os.Stat(py); err != nil {
-				return fmt.Errorf("%s is missing (%v): install Debian's python3 and python3-pika (apt-get install -y python3-pika); .ci/run installs them", py, err)
-			}
-			if out, err := exec.Command(py, "-c", "import pika").CombinedOutput(); err != nil {
-				return fmt.Errorf("%s cannot import pika (%v: %s): install Debian's python3-pika (apt-get install -y python3-pika); .ci/run installs it", py, err, bytes.TrimSpace(out))
-			}
-			return nil
-		},
+		check: checkPython,
 		command: func(root string, args ...string) *exec.Cmd {
 			return exec.Command("/usr/bin/python3", append([]string{filepath.Join(root, "examples/python-backend/backend.py")}, args...)...)
 		},
@@ -107,6 +160,21 @@ func TestPHPBackend(t *testing.T) {
 	})
 }
 
+// poison publishes messages no backend can answer straight to
+// queue-out-{id}, past the node (which refuses such calls): a call nested
+// 5,000 deep, which makes a recursive JSON decoder fail (Python's json
+// raised RecursionError and the process exited, and the unacked call came
+// back to kill every restart), and bytes that are not JSON. An example
+// backend logs and drops them (ack, no requeue) and answers what follows.
+func poison(t *testing.T, n *h.Node) {
+	t.Helper()
+	deep := strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000)
+	h.PublishMany(t, "", "queue-out-"+n.ID, []amqp.Publishing{
+		{Body: []byte(`{"id":"poison","method":"m","token":"t","payload":` + deep + `}`)},
+		{Body: []byte("\xff\xfe not JSON")},
+	})
+}
+
 // Trace contexts the clients send (docs/tracing.md: a client may start the
 // trace): one sampled, one not, and one for the event call.
 const (
@@ -132,6 +200,7 @@ func testExampleBackend(t *testing.T, b exampleBackend) {
 	taps := tap(t, "exchange-out-"+nA.ID, "exchange-in-"+nA.ID)
 
 	backA := startExampleBackend(t, b, root, nA, "--nodes", nA.ID, "--mass-exchange", mass)
+	poison(t, nA) // before every call below: the backend must survive it and answer them all
 	backB := startExampleBackend(t, b, root, nB, "--nodes", nB.ID, "--mass-exchange", mass, "--no-correlation-id")
 
 	token := h.UniqueID("tok")
