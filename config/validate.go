@@ -76,28 +76,8 @@ func (c *Config) Validate() error {
 	v.atLeast("ws.send_queue_bytes", w.SendQueueBytes, minSendQueueBytes)
 	v.atLeast("ws.max_inflight", w.MaxInflight, 1)
 	between(&v, "ws.max_depth", w.MaxDepth, 1, 1000)
-	switch r := w.RatePerSecond; {
-	case math.IsNaN(r) || r < 0:
-		v.add("ws.rate_per_second", "must be at least 0 (0 disables the limit), got %v", r)
-	case math.IsInf(r, 0):
-		v.add("ws.rate_per_second", "must be finite (0 disables the limit), got %v", r)
-	}
-	if w.RatePerSecond > 0 && w.RateBurst < 1 {
-		v.add("ws.rate_burst", "must be at least 1 when ws.rate_per_second is above 0, got %d", w.RateBurst)
-	} else if w.RateBurst < 0 {
-		v.add("ws.rate_burst", "must be at least 0, got %d", w.RateBurst)
-	}
-	switch r := w.FrameRate; {
-	case math.IsNaN(r) || r < 0:
-		v.add("ws.frame_rate", "must be at least 0 (0 disables the budget), got %v", r)
-	case math.IsInf(r, 0):
-		v.add("ws.frame_rate", "must be finite (0 disables the budget), got %v", r)
-	}
-	if w.FrameRate > 0 && w.FrameBurst < 1 {
-		v.add("ws.frame_burst", "must be at least 1 when ws.frame_rate is above 0, got %d", w.FrameBurst)
-	} else if w.FrameBurst < 0 {
-		v.add("ws.frame_burst", "must be at least 0, got %d", w.FrameBurst)
-	}
+	v.bucket("ws.rate_per_second", "ws.rate_burst", w.RatePerSecond, w.RateBurst, "limit")
+	v.bucket("ws.frame_rate", "ws.frame_burst", w.FrameRate, w.FrameBurst, "budget")
 	v.atLeast("ws.max_connections", w.MaxConnections, 0)
 	between(&v, "ws.token_max_length", w.TokenMaxLength, 1, maxTokenLength)
 
@@ -313,6 +293,22 @@ func between[T int | int64](v *validator, key string, n, lo, hi T) {
 		v.add(key, "must be at least %d, got %d", lo, n)
 	} else if n > hi {
 		v.add(key, "must be at most %d, got %d", hi, n)
+	}
+}
+
+// bucket checks a token bucket's rate (finite, at least 0; 0 disables
+// what, "limit" or "budget") and burst (at least 1 with a rate).
+func (v *validator) bucket(rateKey, burstKey string, rate float64, burst int, what string) {
+	switch {
+	case math.IsNaN(rate) || rate < 0:
+		v.add(rateKey, "must be at least 0 (0 disables the %s), got %v", what, rate)
+	case math.IsInf(rate, 0):
+		v.add(rateKey, "must be finite (0 disables the %s), got %v", what, rate)
+	}
+	if rate > 0 && burst < 1 {
+		v.add(burstKey, "must be at least 1 when %s is above 0, got %d", rateKey, burst)
+	} else if burst < 0 {
+		v.add(burstKey, "must be at least 0, got %d", burst)
 	}
 }
 
