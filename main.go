@@ -211,6 +211,7 @@ func serve(cfg *config.Config, routes *routetable.Holder, ro reload.Options, log
 		Calls:         router,
 		StopAccepting: stopAccepting,
 		Broker:        broker,
+		Notices:       router,
 		DrainTimeout:  cfg.Shutdown.DrainTimeout,
 		FailCode:      protocol.CodeShuttingDown,
 		FailMessage:   "the node shut down before the backend answered",

@@ -222,13 +222,16 @@ func (c *Conn) finish(d Disconnect) {
 		c.cfg.poll.remove(c) // before the close: the fd may be reused at once
 	}
 	_ = c.nc.Close()
-	c.hub.Remove(c)
 	if b := c.cfg.binder; b != nil {
 		b.ReleaseToken(c.token)
 	}
 	if n := c.cfg.disconnect; n != nil {
 		n.NotifyDisconnect(context.Background(), c.token, c.id, d.Code, d.Reason)
 	}
+	// Last of what the hub waits for (Hub.Close): the notice is queued by
+	// now, and the shutdown flushes queued notices before the broker side
+	// stops.
+	c.hub.Remove(c)
 	m := c.cfg.metrics
 	m.Connections.Dec()
 	m.Disconnects.WithLabelValues(d.Reason).Inc()

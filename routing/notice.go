@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"strconv"
 	"time"
@@ -79,16 +80,37 @@ func (r *Router) notify(ctx context.Context, method string, body func(dst []byte
 		Headers:     headers,
 		Body:        body((*bp)[:0]),
 	}}
+	r.notices.Add(1) // before the publisher can end it
 	if reason := p.enqueue(j, now); reason != "" {
+		r.notices.Add(-1)
 		endError(span, protocol.CodeUnavailable)
 		r.putBuf(j)
 		r.noticeDropped(method, reason)
 	}
 }
 
-// noticeDone counts a notice that reached its end with result.
+// noticeDone counts a notice that reached its end with result; every
+// queued notice ends here once (noticeFailed too).
 func (r *Router) noticeDone(c *call, result string) {
+	r.notices.Add(-1)
 	r.metrics.Notices.WithLabelValues(c.method, result).Inc()
+}
+
+// FlushNotices waits until every lifecycle notice queued so far is
+// confirmed by the broker (or has failed), or ctx is done: the shutdown
+// calls it after the connections are closed and before the broker side
+// stops, so that their $disconnect notices are published, not dropped.
+func (r *Router) FlushNotices(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for r.notices.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("routing: %d lifecycle notices not confirmed: %w", r.notices.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // noticeFailed counts and logs a notice that was published (or queued) but

@@ -298,3 +298,29 @@ func TestPublishOrderIsPendingOrder(t *testing.T) {
 		}
 	}
 }
+
+// FlushNotices waits until every queued notice has ended: not while the
+// broker holds the publishes; at once when they fail (the session ends).
+// Every notice queued is counted out exactly once.
+func TestFlushNotices(t *testing.T) {
+	ch := newFakeChannel(true)
+	r, p := queueRouter(t, ch, time.Hour)
+	for i := range 5 {
+		r.NotifyDisconnect(context.Background(), "tok", fmt.Sprintf("c%d", i), 1000, "client_closed")
+	}
+	held, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := r.FlushNotices(held); err == nil {
+		t.Fatal("FlushNotices returned while the broker held every publish")
+	}
+	ch.release()
+	p.shutdown() // the session ends: the notices not confirmed fail
+	ctx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := r.FlushNotices(ctx); err != nil {
+		t.Fatalf("after the session ended: %v", err)
+	}
+	if n := r.notices.Load(); n != 0 {
+		t.Fatalf("%d notices counted in flight after the flush", n)
+	}
+}

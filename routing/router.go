@@ -85,6 +85,9 @@ type Router struct {
 
 	pub     atomic.Pointer[publisher] // nil while not connected
 	blocked atomic.Bool
+	// notices counts lifecycle notices queued and not yet confirmed or
+	// failed, for FlushNotices.
+	notices atomic.Int64
 
 	mu sync.Mutex
 	// Guarded by mu.

@@ -45,6 +45,16 @@ type Stopper interface {
 	Stop(ctx context.Context) error
 }
 
+// Flusher waits until what a part has queued is out (routing.Router's
+// FlushNotices).
+type Flusher interface {
+	FlushNotices(ctx context.Context) error
+}
+
+// NoticeFlushTimeout bounds the wait for notices at shutdown (within
+// shutdown.timeout).
+const NoticeFlushTimeout = 2 * time.Second
+
 // DefaultPoll is how often Plan polls the hub while it waits for it to empty.
 const DefaultPoll = 20 * time.Millisecond
 
@@ -64,6 +74,10 @@ type Plan struct {
 	// Broker is stopped last, so results can arrive until the connections
 	// are closed.
 	Broker Stopper
+	// Notices, when set, is waited for (at most NoticeFlushTimeout) after
+	// the connections are closed and before the Broker stops, so that the
+	// notices their ends queued ($disconnect) are published.
+	Notices Flusher
 	// DrainTimeout bounds the wait for calls in flight (shutdown.drain_timeout).
 	DrainTimeout time.Duration
 	// FailCode and FailMessage answer the calls still pending after the wait.
@@ -81,7 +95,9 @@ type Plan struct {
 //  3. Calls.FailPending, then Hub.Close(ctx): every call still pending gets
 //     an error, then every connection is closed, cut at ctx's deadline.
 //  4. Shut down Servers in order.
-//  5. Stop the Broker.
+//  5. Wait for Notices (at most NoticeFlushTimeout): the connections'
+//     $disconnect notices, queued as they closed, are published.
+//  6. Stop the Broker.
 //
 // Problems of steps 3 and 4 are logged as warnings; Shutdown returns the
 // broker's error (nil when it stopped cleanly).
@@ -109,6 +125,13 @@ func (p *Plan) Shutdown(ctx context.Context) error {
 		if err := s.Shutdown(ctx); err != nil {
 			p.Log.Warn("http shutdown", "error", err)
 		}
+	}
+	if p.Notices != nil {
+		fctx, cancel := context.WithTimeout(ctx, NoticeFlushTimeout)
+		if err := p.Notices.FlushNotices(fctx); err != nil {
+			p.Log.Warn("lifecycle notices lost at shutdown", "error", err)
+		}
+		cancel()
 	}
 	if err := p.Broker.Stop(ctx); err != nil {
 		return fmt.Errorf("broker side: %w", err)

@@ -2,12 +2,14 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -468,5 +470,32 @@ type = "topic"
 	case m := <-out:
 		t.Fatalf("queue-out got %s after the call; notices must take their route", m.Body)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// Every connection open when the node is SIGTERMed gets its $disconnect
+// notice published before the node exits: the hub waits for each notice to
+// be queued, and the shutdown flushes queued notices before the broker
+// side stops (before, a notice queued after Hub.Close returned could be
+// dropped with the session).
+func TestDisconnectNoticesAtShutdown(t *testing.T) {
+	t.Parallel()
+	n := h.StartNode(t, h.WithEnv("PIPED_LIFECYCLE_DISCONNECT=true"))
+	const conns = 40
+	for i := range conns {
+		h.Dial(t, n, h.UniqueID(fmt.Sprintf("tok%d", i)))
+	}
+	h.Eventually(t, wait, "every connection open", func() bool { return n.Metric(t, "piped_connections") == conns })
+	n.Signal(syscall.SIGTERM)
+	if code := n.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit status %d\n%s", code, n.Logs())
+	}
+	ch := h.Channel(t)
+	q, err := ch.QueueDeclarePassive("queue-out-"+n.ID, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Messages != conns {
+		t.Fatalf("%d $disconnect notices in queue-out-%s after the shutdown, want %d\n%s", q.Messages, n.ID, conns, n.Logs())
 	}
 }
